@@ -1,0 +1,5 @@
+std = "max"
+max_line_length = 110
+files["spec"] = { std = "+busted" }
+files["spec/emulator"] = { read_globals = { "ngx" } }
+exclude_files = { "build", "userlist" }
