@@ -21,15 +21,17 @@ SRCS      := $(wildcard csrc/*.c)
 HDRS      := $(wildcard csrc/*.h)
 
 lua_inc    = $(if $(filter luajit,$(1)),/usr/include/luajit-2.1,/usr/include/lua$(1))
-lua_bin    = $(if $(filter luajit,$(1)),luajit,lua$(1))
+lua_dev    = $(if $(filter 5.1,$(1)),liblua5.1-0-dev,liblua$(1)-dev)
 
 # Debian packages each target needs; run as root, make installs the missing ones.
 PKG_BUILD := gcc make pkg-config libcurl4-openssl-dev lua-cjson ca-certificates \
-             $(foreach a,$(ABIS),$(if $(filter luajit,$(a)),luajit2 libluajit2-5.1-dev,lua$(a) liblua$(a)-dev))
+             $(foreach a,$(ABIS),$(if $(filter luajit,$(a)),luajit2 libluajit2-5.1-dev,lua$(a) $(call lua_dev,$(a))))
 PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl
-PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang
+ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
+PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang luajit2 libluajit2-5.1-dev \
+             $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
-.PHONY: all build deps-build deps-demo deps-test demo test lint spec clean devtree
+.PHONY: all build deps-build deps-demo deps-test demo test lint spec clean devtree compile-check
 all: build
 
 build: deps-build $(foreach a,$(ABIS),build/$(a)/userlist/core.so) devtree
@@ -81,18 +83,18 @@ demo: deps-demo
 lint: deps-test
 	luacheck --quiet lua spec examples
 
-# Compiles under clang too (warnings are errors), then runs the specs on every ABI.
-test: deps-test lint
+# Compiles for every Lua ABI under gcc and clang (warnings are errors), then
+# runs the specs on Lua 5.4 and LuaJIT against the emulator.
+test: deps-test lint compile-check
 	@$(MAKE) --no-print-directory build ABIS="$(ABIS)"
-	@$(MAKE) --no-print-directory CC=clang CFLAGS="-O1" clang-check
 	@spec/emulator/run exec -- spec/run.sh $(ABIS)
 
-clang-check:
-	@mkdir -p build/clang
-	@for a in $(ABIS); do \
+compile-check: deps-test
+	@mkdir -p build/check
+	@for cc in gcc clang; do for a in $(ALL_ABIS); do \
 	  inc=$$( [ $$a = luajit ] && echo /usr/include/luajit-2.1 || echo /usr/include/lua$$a ); \
-	  $(CC) $(ALL_CFLAGS) -I$$inc -shared -o build/clang/core-$$a.so $(SRCS) $(LIBS) || exit 1; \
-	done; echo "clang: built cleanly for $(ABIS)"
+	  $$cc $(ALL_CFLAGS) -I$$inc -shared -o build/check/core-$$cc-$$a.so $(SRCS) $(LIBS) || exit 1; \
+	done; done; echo "compile-check: gcc and clang, Lua $(ALL_ABIS): no warnings"
 
 spec:
 	@spec/emulator/run exec -- spec/run.sh $(ABIS)

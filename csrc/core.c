@@ -5,8 +5,10 @@
 
 #include <curl/curl.h>
 #include <lauxlib.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_OK;
@@ -32,6 +34,29 @@ static int core_escape(lua_State *L)
         return luaL_error(L, "out of memory");
     lua_pushstring(L, e);
     curl_free(e);
+    return 1;
+}
+
+/* core.sleep(seconds): blocking; the Lua layer uses ngx.sleep inside nginx. */
+static int core_sleep(lua_State *L)
+{
+    double secs = luaL_checknumber(L, 1);
+    struct timespec ts;
+    luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds must be between 0 and 86400");
+    ts.tv_sec = (time_t)secs;
+    ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+/* core.now(): monotonic seconds, for deadlines that wall-clock jumps cannot
+ * stretch or cut. */
+static int core_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
     return 1;
 }
 
@@ -101,6 +126,8 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"session", ul_session_new},
         {"error", ul_error_new},
         {"escape", core_escape},
+        {"sleep", core_sleep},
+        {"now", core_now},
         {"version_info", core_version_info},
         {"json_decode", core_json_decode},
         {"json_encode", core_json_encode},

@@ -808,13 +808,12 @@ static int session_request(lua_State *L)
         /* an HTTP error: the decoded body (if JSON) rides along so that the
          * provider layer can read its code and message */
         int err;
-        lua_pushfstring(L, "HTTP %d", (int)status);
-        if (s->body.len > 0) {
+        /* the message is a printable excerpt of the body (the provider
+         * layer replaces it with the provider's own message) */
+        if (s->body.len > 0)
             push_excerpt(L, s->body.data, s->body.len, 0);
-            lua_pushfstring(L, "HTTP %d: %s", (int)status, lua_tostring(L, -1));
-            lua_remove(L, -2);
-            lua_remove(L, -2);
-        }
+        else
+            lua_pushfstring(L, "HTTP %d with an empty body", (int)status);
         lua_pushnil(L);
         ul_push_error(L, "http", status, lua_tostring(L, -2), method, final_url, key);
         err = lua_gettop(L);

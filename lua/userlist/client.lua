@@ -1,0 +1,176 @@
+--- What every provider client shares: construction from options and the
+-- environment, and the one request path (errors mapped to the provider's
+-- shapes, "still loading" answers waited out, retries). Provider modules
+-- are declarations handed to `client.define`.
+-- @module userlist.client
+local core = require "userlist.core"
+local errors = require "userlist.errors"
+local pager = require "userlist.pager"
+
+local M = {}
+
+-- API keys live here, never in the client table, so that printing or
+-- serialising a client cannot show them.
+local secrets = setmetatable({}, { __mode = "k" })
+
+local SESSION_OPTIONS = {
+  timeout = "number", connect_timeout = "number", low_speed_limit = "number",
+  low_speed_time = "number", max_size = "number", verify = "boolean", cafile = "string",
+  capath = "string", proxy = "string", follow_redirects = "boolean", max_redirects = "number",
+  allow_insecure_http = "boolean",
+}
+local CLIENT_OPTIONS = {
+  api_key = "string", base_url = "string", headers = "table", max_retries = "number",
+  loading_timeout = "number", sleep = "function",
+}
+
+local function default_sleep(secs)
+  local ngx = rawget(_G, "ngx")
+  if ngx and type(ngx.sleep) == "function" then return ngx.sleep(secs) end
+  return core.sleep(secs)
+end
+
+local Client = {}
+
+--- The session options this client opens its connections with.
+function Client:_new_session()
+  return core.session(self._session_options)
+end
+
+function Client:_shared_session()
+  local s = self._session
+  if not s then
+    s = self:_new_session()
+    self._session = s
+  end
+  return s
+end
+
+--- Closes the client's shared connection (listings own their own).
+function Client:close()
+  if self._session then
+    self._session:close()
+    self._session = nil
+  end
+end
+
+-- Waits before another try: the server's word if it gave one, else
+-- exponential backoff 0.5 s doubling to 8 s, minus up to 25% jitter.
+local function backoff(attempt, retry_after)
+  if retry_after then return math.min(retry_after, 60) end
+  local base = math.min(0.5 * 2 ^ (attempt - 1), 8)
+  return base * (1 - 0.25 * math.random())
+end
+
+--- The one request path. `req`: {method=, path= (or url=), query=, json=}.
+-- @return the response (status, headers, body) or nil, err
+function Client:_call(req, session)
+  local def = self._def
+  session = session or self:_shared_session()
+  local attempt, loading_since = 0, nil
+  local url = req.url or (self.base_url .. req.path)
+  while true do
+    local res, err = session:request{
+      method = req.method, url = url, query = req.query, json = req.json,
+      api_key = secrets[self], headers = self._headers,
+    }
+    if res and def.check then
+      local verdict, perr = def.check(res)
+      if verdict == "loading" then
+        -- the server is still loading the data: ask again for the same page
+        local t = core.now()
+        loading_since = loading_since or t
+        local wait = backoff(math.min(attempt + 1, 4), nil)
+        if t + wait - loading_since > self._loading_timeout then
+          return nil, errors.new{ kind = "loading", provider = def.name, status = res.status,
+            retryable = true, method = req.method, url = url,
+            message = ("data still loading after %gs (loading_timeout)"):format(self._loading_timeout) }
+        end
+        attempt = attempt + 1
+        self._sleep(wait)
+        res = false
+      elseif perr then
+        res, err = nil, perr
+      end
+    end
+    if res then return res end
+    if res == nil then
+      err.provider = def.name
+      err.method, err.url = err.method or req.method, err.url or url
+      if def.error then def.error(err) end
+      if not (err.retryable and attempt < self._max_retries) then return nil, err end
+      attempt = attempt + 1
+      self._sleep(backoff(attempt, err.retry_after))
+    end
+  end
+end
+
+--- `client:pages(query)`: page by page (see userlist.pager).
+function Client:pages(q) return pager.pages(self, self._def.listing, q) end
+--- `client:users(query)`: every matching user, across all pages.
+function Client:users(q) return pager.users(self, self._def.listing, q) end
+--- `client:page(query)`: one page, or nil, err (never raises for API errors).
+function Client:page(q) return pager.page(self, self._def.listing, q) end
+
+--- Builds a provider constructor from its declaration.
+-- def: name, env_key, base_url(opts) -> url, options (extra option types),
+-- listing, error(err), check(res), map(user), methods.
+function M.define(def)
+  local methods = setmetatable({}, { __index = Client })
+  for k, v in pairs(def.methods or {}) do methods[k] = v end
+  local mt = {
+    __index = methods,
+    __name = "userlist." .. def.name,
+    __tostring = function(c) return ("userlist.%s client (%s)"):format(def.name, c.base_url) end,
+  }
+  return function(opts)
+    if opts == nil then opts = {} end
+    if type(opts) ~= "table" then
+      error(("userlist.%s: bad argument #1 (options table expected, got %s)"):format(def.name, type(opts)), 2)
+    end
+    for k, v in pairs(opts) do
+      local want = SESSION_OPTIONS[k] or CLIENT_OPTIONS[k] or (def.options and def.options[k])
+      if not want then
+        error(("userlist.%s: unknown option '%s'"):format(def.name, tostring(k)), 2)
+      end
+      if type(v) ~= want then
+        error(("userlist.%s: bad option '%s' (%s expected, got %s)"):format(def.name, k, want, type(v)), 2)
+      end
+    end
+    local key = opts.api_key or os.getenv(def.env_key)
+    if key == nil or key == "" then
+      error(("userlist.%s: no API key (pass api_key or set %s)"):format(def.name, def.env_key), 2)
+    end
+    local base = opts.base_url or def.base_url(opts)
+    if type(base) ~= "string" or not base:match("^https?://[^/]") then
+      error(("userlist.%s: bad base_url %s (an http(s) URL expected)"):format(def.name, tostring(base)), 2)
+    end
+    local shown = {}
+    for k, v in pairs(opts) do
+      if k ~= "api_key" then shown[k] = v end
+    end
+    local session_options = {}
+    for k in pairs(SESSION_OPTIONS) do session_options[k] = opts[k] end
+    local self = setmetatable({
+      provider = def.name,
+      base_url = (base:gsub("/+$", "")),
+      options = shown,
+      _def = def,
+      _session_options = session_options,
+      _headers = opts.headers,
+      _max_retries = opts.max_retries or 2,
+      _loading_timeout = opts.loading_timeout or 60,
+      _sleep = opts.sleep or default_sleep,
+    }, mt)
+    if self._max_retries < 0 or self._max_retries ~= math.floor(self._max_retries) then
+      error(("userlist.%s: bad option 'max_retries' (a whole number >= 0 expected)"):format(def.name), 2)
+    end
+    -- fail now, not at the first request, on bad session options
+    core.session(session_options):close()
+    secrets[self] = key
+    return self
+  end
+end
+
+M.Client = Client
+return M

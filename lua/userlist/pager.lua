@@ -1,0 +1,125 @@
+--- The one pager every provider shares. A listing declaration says how to
+-- ask for a page and how to read one; the pager walks the pages, stops,
+-- guards against loops, and turns them into iterators.
+--
+-- listing = {
+--   prepare(client, q) -> p       validated request facts (raises invalid errors)
+--   first(p) -> state             the first page's position
+--   request(client, p, state) -> {method, path, query, json}
+--   parse(client, body, p, state) -> items, next_state | nil (last page), facts
+--   key(user) -> string           optional: identity, for dedupe
+-- }
+-- @module userlist.pager
+local errors = require "userlist.errors"
+
+local M = {}
+
+-- One listing in progress: its own session (so that break, an error or the
+-- end releases that connection at once) and its position.
+local function open_walk(client, listing, q)
+  local ok, p = pcall(listing.prepare, client, q == nil and {} or q)
+  if not ok then
+    if errors.is(p) then p.provider = client.provider end
+    error(p, 0)
+  end
+  return {
+    client = client, listing = listing, p = p,
+    state = listing.first(p), number = 0, done = false,
+    max_pages = p.max_pages,
+  }
+end
+
+local function close_walk(w)
+  w.done = true
+  if w.session and not w.shared then
+    w.session:close()
+    w.session = nil
+  end
+end
+
+-- Fetches the next page of a walk: page table, or nil at the end; raises
+-- the error value on failure (after closing the walk).
+local function next_page(w)
+  if w.done then return nil end
+  if w.max_pages and w.number >= w.max_pages then
+    close_walk(w)
+    return nil
+  end
+  local client, listing = w.client, w.listing
+  w.session = w.session or client:_new_session()
+  local req = listing.request(client, w.p, w.state)
+  local res, err = client:_call(req, w.session)
+  if not res then
+    close_walk(w)
+    error(err, 0)
+  end
+  local ok, items, next_state, facts = pcall(listing.parse, client, res.body, w.p, w.state)
+  if not ok then
+    close_walk(w)
+    if errors.is(items) then
+      items.method, items.url = req.method, client.base_url .. req.path
+      items.provider = items.provider or client.provider
+    end
+    error(items, 0)
+  end
+  w.number = w.number + 1
+  local page = facts or {}
+  page.users, page.number, page.status = items, w.number, res.status
+  if next_state == nil then
+    close_walk(w)
+  else
+    w.state = next_state
+  end
+  return page
+end
+
+-- A to-be-closed value for Lua 5.4's generic for: break releases the walk.
+local function closer(w)
+  return setmetatable({}, { __close = function() close_walk(w) end })
+end
+
+--- Iterator over pages: `for page in client:pages(q) do ... end`.
+-- Raises a structured error on failure; never ends early in silence.
+function M.pages(client, listing, q)
+  local w = open_walk(client, listing, q)
+  return function() return next_page(w) end, nil, nil, closer(w)
+end
+
+--- Iterator over users across all pages.
+function M.users(client, listing, q)
+  local w = open_walk(client, listing, q)
+  local items, i = nil, 0
+  local seen = w.p.dedupe and listing.key and {}
+  local function iter()
+    while true do
+      if items and i < #items then
+        i = i + 1
+        local u = items[i]
+        if not seen then return u end
+        local k = listing.key(u)
+        if not seen[k] then
+          seen[k] = true
+          return u
+        end
+      else
+        local page = next_page(w)
+        if not page then return nil end
+        items, i = page.users, 0
+      end
+    end
+  end
+  return iter, nil, nil, closer(w)
+end
+
+--- One page: page table, or nil, err; never raises for API errors.
+function M.page(client, listing, q)
+  return errors.protect(function()
+    local w = open_walk(client, listing, q)
+    w.session, w.shared = client:_shared_session(), true
+    local page = next_page(w)
+    page.next = (not w.done) and w.state or nil
+    return page
+  end)
+end
+
+return M

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Runs the busted specs once per Lua ABI given (default: 5.4 luajit) against
+# the emulator whose address is in USERLIST_EMU_HTTP (spec/emulator/run exec
+# sets it), then prints one closing line: "specs: N passed, N failed".
+set -u
+cd "$(dirname "$0")/.." || exit 1
+[ -n "${USERLIST_EMU_HTTP:-}" ] || { echo "USERLIST_EMU_HTTP unset: run through make test" >&2; exit 2; }
+[ $# -gt 0 ] || set -- 5.4 luajit
+passed=0 failed=0 status=0
+for abi in "$@"; do
+  case $abi in
+    luajit) lua=luajit v=5.1 ;;
+    *) lua=lua$abi v=$abi ;;
+  esac
+  # No ./?.lua entries: the specs load lua/ and build/<abi>/ only, as an
+  # installed rock would, never the repo-root dev tree.
+  LUA_PATH="spec/?.lua;lua/?.lua;lua/?/init.lua;/usr/local/share/lua/$v/?.lua;/usr/local/share/lua/$v/?/init.lua;/usr/share/lua/$v/?.lua;/usr/share/lua/$v/?/init.lua"
+  LUA_CPATH="build/$abi/?.so;/usr/local/lib/lua/$v/?.so;/usr/lib/x86_64-linux-gnu/lua/$v/?.so;/usr/lib/lua/$v/?.so"
+  USERLIST_LUA=$lua
+  export LUA_PATH LUA_CPATH USERLIST_LUA
+  echo "== busted on $($lua -v 2>&1 | head -1)"
+  out=$(mktemp)
+  $lua /usr/bin/busted --run="$abi" -o utfTerminal spec 2>&1 | tee "$out"
+  rc=$(tail -1 "$out" >/dev/null; grep -E '^[0-9]+ success' "$out" | tail -1)
+  s=$(echo "$rc" | sed -n 's/^\([0-9]*\) success.*/\1/p')
+  f=$(echo "$rc" | sed -n 's/.* \([0-9]*\) failure.*/\1/p')
+  e=$(echo "$rc" | sed -n 's/.* \([0-9]*\) error.*/\1/p')
+  if [ -z "$s" ]; then
+    echo "busted on $abi produced no summary" >&2; status=1; failed=$((failed + 1))
+  else
+    passed=$((passed + s)); failed=$((failed + f + e))
+    [ $((f + e)) -eq 0 ] || status=1
+    [ "$s" -gt 0 ] || { echo "busted on $abi ran no test" >&2; status=1; }
+  fi
+  rm -f "$out"
+done
+echo "specs: $passed passed, $failed failed"
+exit $status

@@ -1,0 +1,41 @@
+-- Spec support: the emulator's addresses and its control API (spec/emulator/README.md).
+local core = require "userlist.core"
+
+local M = {}
+
+M.http = assert(os.getenv("USERLIST_EMU_HTTP"),
+  "USERLIST_EMU_HTTP is unset: run the specs with make test")
+M.https = os.getenv("USERLIST_EMU_HTTPS")
+M.ca = os.getenv("USERLIST_EMU_CA")
+
+M.keys = {
+  helicone = "sk-helicone-emu",
+  openlayer = "ol-emu-key",
+  arthur = "arthur-emu-key",
+  usertour = "ak_emu",
+  usertour_v2 = "utp_emu",
+}
+
+-- The control session keeps one connection open, so its own requests are not
+-- counted as new connections after a reset.
+local ctl = core.session()
+
+local function call(method, path, body)
+  local res, err = ctl:request{ method = method, url = M.http .. path, json = body }
+  assert(res, err and tostring(err))
+  return res.body
+end
+
+function M.get(path) return call("GET", path) end
+function M.post(path, body) return call("POST", path, body or {}) end
+
+function M.reset() return M.post("/_emu/reset") end
+function M.config(t) return M.post("/_emu/config", t) end
+function M.stats() return M.get("/_emu/stats") end
+function M.requests() return M.get("/_emu/requests") end
+function M.faults(path, list) return M.post("/_emu/faults", { path = path, faults = list }) end
+
+-- The X-Emu-Fault header value for a fault spec table.
+function M.fault(spec) return core.json_encode(spec) end
+
+return M
