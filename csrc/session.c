@@ -65,7 +65,12 @@ static double opt_number(lua_State *L, int t, const char *name, double def,
     v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     if (!(v >= min && v <= max)) /* also rejects NaN */
-        luaL_error(L, "bad option '%s' (must be between %g and %g)", name, min, max);
+    {
+        /* lua_pushfstring has no %g before 5.3 */
+        char range[64];
+        snprintf(range, sizeof range, "%g and %g", min, max);
+        luaL_error(L, "bad option '%s' (must be between %s)", name, range);
+    }
     return v;
 }
 
@@ -469,6 +474,38 @@ static void push_excerpt(lua_State *L, const char *body, size_t len, size_t off)
     luaL_pushresult(&b);
 }
 
+/* Pushes the body as a Lua string with every occurrence of the key replaced,
+ * for error paths only: excerpts and raw copies are cut from this, so not
+ * even a prefix of the key can survive a truncation. */
+static const char *find_bytes(const char *h, size_t hlen, const char *n, size_t nlen)
+{
+    size_t i;
+    if (nlen == 0 || hlen < nlen)
+        return NULL;
+    for (i = 0; i + nlen <= hlen; i++)
+        if (h[i] == n[0] && memcmp(h + i, n, nlen) == 0)
+            return h + i;
+    return NULL;
+}
+
+static const char *push_redacted_body(lua_State *L, ul_session *s, const char *key,
+                                      size_t *len)
+{
+    const char *p = s->body.data ? s->body.data : "", *end = p + s->body.len, *hit;
+    size_t klen = key ? strlen(key) : 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    /* byte-wise, so a key after an embedded NUL is found as well */
+    while ((hit = find_bytes(p, (size_t)(end - p), key, klen)) != NULL) {
+        luaL_addlstring(&b, p, (size_t)(hit - p));
+        luaL_addstring(&b, "[REDACTED]");
+        p = hit + klen;
+    }
+    luaL_addlstring(&b, p, (size_t)(end - p));
+    luaL_pushresult(&b);
+    return lua_tolstring(L, -1, len);
+}
+
 /* Decodes s->body with the private cjson instance; leaves the value, or nil
  * plus a decode error, and returns 1 or 2. */
 static int decode_body(lua_State *L, ul_session *s, const char *method,
@@ -496,7 +533,24 @@ static int decode_body(lua_State *L, ul_session *s, const char *method,
     }
     if (off > s->body.len)
         off = s->body.len;
-    push_excerpt(L, s->body.data, s->body.len, off);
+    {
+        size_t rlen, roff = off;
+        const char *red = push_redacted_body(L, s, key, &rlen);
+        if (rlen != s->body.len && key != NULL) {
+            /* shift the offset by what the replacements before it changed */
+            size_t klen = strlen(key);
+            const char *p = s->body.data, *end = s->body.data + off, *hit;
+            while ((hit = find_bytes(p, (size_t)(s->body.data + s->body.len - p), key, klen)) != NULL &&
+                   hit + klen <= end) {
+                roff = roff - klen + 10;
+                p = hit + klen;
+            }
+        }
+        if (roff > rlen)
+            roff = rlen;
+        push_excerpt(L, red, rlen, roff);
+        lua_remove(L, -2);
+    }
     lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off,
                     msg ? msg : "?", lua_tostring(L, -1));
     lua_pushnil(L);
@@ -592,24 +646,9 @@ static int session_request(lua_State *L)
             return luaL_error(L, "bad field 'query' (table expected, got %s)", luaL_typename(L, -1));
         build_query(L, s, lua_gettop(L));
         if (s->query.len > 0) {
-            if (curl_url_get(s->url, CURLUPART_QUERY, &tmp, 0) == CURLUE_OK) {
-                /* keep what the URL already had (e.g. a server's next link) */
-                size_t have = strlen(tmp);
-                ul_buffer q;
-                ul_buffer_init(&q);
-                if (ul_buffer_append(&q, tmp, have) != 0 || ul_buffer_append(&q, "&", 1) != 0 ||
-                    ul_buffer_append(&q, s->query.data, s->query.len) != 0) {
-                    ul_buffer_free(&q);
-                    curl_free(tmp);
-                    return luaL_error(L, "out of memory");
-                }
-                curl_free(tmp);
-                tmp = NULL;
-                uc = curl_url_set(s->url, CURLUPART_QUERY, q.data, 0);
-                ul_buffer_free(&q);
-            } else {
-                uc = curl_url_set(s->url, CURLUPART_QUERY, s->query.data, 0);
-            }
+            /* appended, so what the URL already had (a server's next link)
+             * stays byte for byte; the pairs were escaped by libcurl */
+            uc = curl_url_set(s->url, CURLUPART_QUERY, s->query.data, CURLU_APPENDQUERY);
             if (uc != CURLUE_OK)
                 return invalid(L, method, "query could not be added to the url");
         }
@@ -633,22 +672,6 @@ static int session_request(lua_State *L)
             return invalid(L, method, "api_key is empty");
         if (has_ctl(key, klen))
             return invalid(L, method, "api_key contains CR, LF or NUL");
-        if (plain_http && !s->allow_insecure_http) {
-            int loop;
-            if (curl_url_get(s->url, CURLUPART_HOST, &tmp, 0) != CURLUE_OK)
-                return invalid(L, method, "url has no host");
-            loop = is_loopback(tmp);
-            curl_free(tmp);
-            tmp = NULL;
-            if (!loop) {
-                lua_pushnil(L);
-                ul_push_error(L, "invalid", 0,
-                              "refusing to send an API key over plain http to a non-loopback host "
-                              "(use https, or allow_insecure_http = true)",
-                              method, final_url, NULL);
-                return 2;
-            }
-        }
         lua_pushliteral(L, "Authorization: Bearer ");
         lua_pushvalue(L, -2);
         lua_concat(L, 2);
@@ -703,6 +726,24 @@ static int session_request(lua_State *L)
             return luaL_error(L, "bad field 'body' (string expected, got %s)", luaL_typename(L, -1));
     }
     body = lua_tolstring(L, -1, &blen); /* anchored on the stack until we return */
+
+    /* checked after every argument, so a programmer mistake always raises */
+    if (key != NULL && plain_http && !s->allow_insecure_http) {
+        int loop;
+        if (curl_url_get(s->url, CURLUPART_HOST, &tmp, 0) != CURLUE_OK)
+            return invalid(L, method, "url has no host");
+        loop = is_loopback(tmp);
+        curl_free(tmp);
+        tmp = NULL;
+        if (!loop) {
+            lua_pushnil(L);
+            ul_push_error(L, "invalid", 0,
+                          "refusing to send an API key over plain http to a non-loopback host "
+                          "(use https, or allow_insecure_http = true)",
+                          method, final_url, NULL);
+            return 2;
+        }
+    }
 
     /* libcurl options: reset first so nothing leaks from the last request;
      * the connection cache survives the reset. */
@@ -807,11 +848,14 @@ static int session_request(lua_State *L)
     if (status >= 300) {
         /* an HTTP error: the decoded body (if JSON) rides along so that the
          * provider layer can read its code and message */
-        int err;
+        int err, red;
+        size_t rlen;
+        const char *rbody = push_redacted_body(L, s, key, &rlen);
+        red = lua_gettop(L);
         /* the message is a printable excerpt of the body (the provider
          * layer replaces it with the provider's own message) */
-        if (s->body.len > 0)
-            push_excerpt(L, s->body.data, s->body.len, 0);
+        if (rlen > 0)
+            push_excerpt(L, rbody, rlen, 0);
         else
             lua_pushfstring(L, "HTTP %d with an empty body", (int)status);
         lua_pushnil(L);
@@ -822,12 +866,12 @@ static int session_request(lua_State *L)
         lua_getfield(L, err, "headers");
         retry_facts(L, err, status, lua_gettop(L));
         lua_pop(L, 1);
-        if (s->body.len > 0) {
+        if (rlen > 0) {
             lua_getfield(L, UL_STATE, UL_ST_DECODE);
-            lua_pushlstring(L, s->body.data, s->body.len);
+            lua_pushvalue(L, red);
             if (lua_pcall(L, 1, 1, 0) != 0) {
                 lua_pop(L, 1);
-                lua_pushlstring(L, s->body.data, s->body.len > 512 ? 512 : s->body.len);
+                lua_pushlstring(L, rbody, rlen > 512 ? 512 : rlen);
                 lua_setfield(L, err, "raw");
             } else {
                 lua_setfield(L, err, "body");
