@@ -25,6 +25,15 @@ build = {
   type = "builtin",
   modules = {
     userlist = "lua/userlist/init.lua",
+    ["userlist.client"] = "lua/userlist/client.lua",
+    ["userlist.errors"] = "lua/userlist/errors.lua",
+    ["userlist.normalize"] = "lua/userlist/normalize.lua",
+    ["userlist.pager"] = "lua/userlist/pager.lua",
+    ["userlist.time"] = "lua/userlist/time.lua",
+    ["userlist.helicone"] = "lua/userlist/helicone.lua",
+    ["userlist.openlayer"] = "lua/userlist/openlayer.lua",
+    ["userlist.arthur"] = "lua/userlist/arthur.lua",
+    ["userlist.usertour"] = "lua/userlist/usertour.lua",
     ["userlist.core"] = {
       sources = {
         "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/session.c",

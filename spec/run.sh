@@ -2,6 +2,7 @@
 # Runs the busted specs once per Lua ABI given (default: 5.4 luajit) against
 # the emulator whose address is in USERLIST_EMU_HTTP (spec/emulator/run exec
 # sets it), then prints one closing line: "specs: N passed, N failed".
+# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file instead of all.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 [ -n "${USERLIST_EMU_HTTP:-}" ] || { echo "USERLIST_EMU_HTTP unset: run through make test" >&2; exit 2; }
@@ -20,7 +21,7 @@ for abi in "$@"; do
   export LUA_PATH LUA_CPATH USERLIST_LUA
   echo "== busted on $($lua -v 2>&1 | head -1)"
   out=$(mktemp)
-  $lua /usr/bin/busted --run="$abi" -o utfTerminal spec 2>&1 | tee "$out"
+  $lua /usr/bin/busted --run="$abi" -o utfTerminal "${USERLIST_SPEC:-spec}" 2>&1 | tee "$out"
   rc=$(tail -1 "$out" >/dev/null; grep -E '^[0-9]+ success' "$out" | tail -1)
   s=$(echo "$rc" | sed -n 's/^\([0-9]*\) success.*/\1/p')
   f=$(echo "$rc" | sed -n 's/.* \([0-9]*\) failure.*/\1/p')
