@@ -31,7 +31,8 @@ ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
 PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang luajit2 libluajit2-5.1-dev \
              $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
-.PHONY: all build deps-build deps-demo deps-test demo test lint spec clean devtree compile-check
+.PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
+        compile-check check-mem check-valgrind check-asan
 all: build
 
 build: deps-build $(foreach a,$(ABIS),build/$(a)/userlist/core.so) devtree
@@ -98,6 +99,34 @@ compile-check: deps-test
 
 spec:
 	@spec/emulator/run exec -- spec/run.sh $(ABIS)
+
+# The whole spec suite under valgrind memcheck (leak check full) and under an
+# ASan+UBSan build of the core; either fails on the first error report. Lua
+# 5.4 (Debian's LuaJIT is not built for valgrind; the core's C is the same).
+PKG_MEM   := $(PKG_TEST) valgrind
+VALGRIND  := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+             --show-leak-kinds=definite,indirect --error-exitcode=99
+ASAN_LIBS := $(shell gcc -print-file-name=libasan.so 2>/dev/null):$(shell gcc -print-file-name=libubsan.so 2>/dev/null)
+deps-mem: ; $(call need_pkgs,$(PKG_MEM))
+
+check-mem: check-valgrind check-asan
+
+check-valgrind: deps-mem
+	@$(MAKE) --no-print-directory build ABIS=5.4
+	@echo "== valgrind memcheck over the spec suite (Lua 5.4)"
+	@USERLIST_WRAP="$(VALGRIND)" spec/emulator/run exec -- spec/run.sh 5.4
+
+build/asan/5.4/userlist/core.so: $(SRCS) $(HDRS) Makefile
+	@mkdir -p $(@D)
+	gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  $(filter-out -O2,$(ALL_CFLAGS)) -I$(call lua_inc,5.4) -shared -o $@ $(SRCS) $(LIBS)
+
+check-asan: deps-mem build/asan/5.4/userlist/core.so
+	@$(MAKE) --no-print-directory build ABIS=5.4
+	@echo "== ASan + UBSan over the spec suite (Lua 5.4)"
+	@USERLIST_BUILD=build/asan \
+	 USERLIST_WRAP="env LD_PRELOAD=$(ASAN_LIBS) ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \
+	 spec/emulator/run exec -- spec/run.sh 5.4
 
 clean:
 	rm -rf build userlist userlist.lua

@@ -2,7 +2,9 @@
 # Runs the busted specs once per Lua ABI given (default: 5.4 luajit) against
 # the emulator whose address is in USERLIST_EMU_HTTP (spec/emulator/run exec
 # sets it), then prints one closing line: "specs: N passed, N failed".
-# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file instead of all.
+# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file instead of all;
+# USERLIST_BUILD=build/asan loads the core from another build tree, and
+# USERLIST_WRAP="valgrind ..." runs busted under a wrapper (make check-mem).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 [ -n "${USERLIST_EMU_HTTP:-}" ] || { echo "USERLIST_EMU_HTTP unset: run through make test" >&2; exit 2; }
@@ -16,13 +18,18 @@ for abi in "$@"; do
   # No ./?.lua entries: the specs load lua/ and build/<abi>/ only, as an
   # installed rock would, never the repo-root dev tree.
   LUA_PATH="spec/?.lua;lua/?.lua;lua/?/init.lua;/usr/local/share/lua/$v/?.lua;/usr/local/share/lua/$v/?/init.lua;/usr/share/lua/$v/?.lua;/usr/share/lua/$v/?/init.lua"
-  LUA_CPATH="build/$abi/?.so;/usr/local/lib/lua/$v/?.so;/usr/lib/x86_64-linux-gnu/lua/$v/?.so;/usr/lib/lua/$v/?.so"
+  LUA_CPATH="${USERLIST_BUILD:-build}/$abi/?.so;/usr/local/lib/lua/$v/?.so;/usr/lib/x86_64-linux-gnu/lua/$v/?.so;/usr/lib/lua/$v/?.so"
   USERLIST_LUA=$lua
   export LUA_PATH LUA_CPATH USERLIST_LUA
   echo "== busted on $($lua -v 2>&1 | head -1)"
   out=$(mktemp)
-  $lua /usr/bin/busted --run="$abi" -o utfTerminal "${USERLIST_SPEC:-spec}" 2>&1 | tee "$out"
-  rc=$(tail -1 "$out" >/dev/null; grep -E '^[0-9]+ success' "$out" | tail -1)
+  # busted's own status (or the wrapper's: valgrind, ASan) survives the pipe
+  { ${USERLIST_WRAP:-} $lua /usr/bin/busted --run="$abi" -o utfTerminal "${USERLIST_SPEC:-spec}"; \
+    echo $? >"$out.rc"; } 2>&1 | tee "$out"
+  if [ "$(cat "$out.rc")" != 0 ]; then
+    echo "busted on $abi exited with status $(cat "$out.rc")" >&2; status=1
+  fi
+  rc=$(grep -E '^[0-9]+ success' "$out" | tail -1)
   s=$(echo "$rc" | sed -n 's/^\([0-9]*\) success.*/\1/p')
   f=$(echo "$rc" | sed -n 's/.* \([0-9]*\) failure.*/\1/p')
   e=$(echo "$rc" | sed -n 's/.* \([0-9]*\) error.*/\1/p')
@@ -33,7 +40,7 @@ for abi in "$@"; do
     [ $((f + e)) -eq 0 ] || status=1
     [ "$s" -gt 0 ] || { echo "busted on $abi ran no test" >&2; status=1; }
   fi
-  rm -f "$out"
+  rm -f "$out" "$out.rc"
 done
 echo "specs: $passed passed, $failed failed"
 exit $status
