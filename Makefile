@@ -32,7 +32,7 @@ PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang luajit2 libluajit2-5.1-dev \
              $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
-        compile-check check-mem check-valgrind check-asan
+        compile-check check-mem check-valgrind check-asan fuzz deps-fuzz
 all: build
 
 build: deps-build $(foreach a,$(ABIS),build/$(a)/userlist/core.so) devtree
@@ -130,3 +130,32 @@ check-asan: deps-mem build/asan/5.4/userlist/core.so
 
 clean:
 	rm -rf build userlist userlist.lua
+
+# libFuzzer (clang from Debian) on the core's response handling: header
+# parsing with the Retry-After / rate-limit parsers (fuzz_headers), and body
+# redaction, excerpts and decoding (fuzz_body). Seeds in fuzz/corpus/; what
+# the fuzzer learns stays in build/fuzz/. FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -D_POSIX_C_SOURCE=200809L $(shell pkg-config --cflags libcurl 2>/dev/null)
+PKG_FUZZ  := clang libclang-rt-14-dev libcurl4-openssl-dev liblua5.4-dev lua-cjson
+deps-fuzz: ; $(call need_pkgs,$(PKG_FUZZ))
+
+build/fuzz/fuzz_headers: fuzz/fuzz_headers.c csrc/headers.c csrc/headers.h
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_headers.c csrc/headers.c $(LIBS)
+
+build/fuzz/fuzz_body: fuzz/fuzz_body.c $(SRCS) $(HDRS)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -I$(call lua_inc,5.4) -o $@ fuzz/fuzz_body.c $(SRCS) -llua5.4 $(LIBS) -lm
+
+fuzz: deps-fuzz build/fuzz/fuzz_headers build/fuzz/fuzz_body
+	@for t in headers body; do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build/fuzz/ -print_final_stats=1 \
+	    build/fuzz/corpus-$$t fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1; rc=$$?; \
+	  grep -E '^(Done|stat::number_of_executed_units)' build/fuzz/$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -40 build/fuzz/$$t.log; echo "fuzz_$$t failed (log: build/fuzz/$$t.log)"; exit 1; fi; \
+	done

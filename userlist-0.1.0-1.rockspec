@@ -36,7 +36,7 @@ build = {
     ["userlist.usertour"] = "lua/userlist/usertour.lua",
     ["userlist.core"] = {
       sources = {
-        "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/session.c",
+        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/session.c",
       },
       libraries = { "curl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },

@@ -90,3 +90,78 @@ void ul_lower(char *out, const char *name, size_t n)
     }
     out[n] = '\0';
 }
+
+/* "250ms", "1s", "6m0s", "1h2m3.5s" (the Go-style durations some APIs put in
+ * x-ratelimit-reset-*). Returns 0 and sets *secs, or -1. */
+static int parse_duration(const char *v, size_t len, double *secs)
+{
+    double total = 0;
+    size_t i = 0;
+    if (len == 0)
+        return -1;
+    while (i < len) {
+        size_t start = i;
+        double n, unit;
+        while (i < len && ((v[i] >= '0' && v[i] <= '9') || v[i] == '.'))
+            i++;
+        if (i == start || ul_parse_decimal(v + start, i - start, &n) != 0)
+            return -1;
+        if (i + 1 < len && v[i] == 'm' && v[i + 1] == 's') {
+            unit = 0.001;
+            i += 2;
+        } else if (i < len && (v[i] == 'h' || v[i] == 'm' || v[i] == 's')) {
+            unit = v[i] == 'h' ? 3600 : v[i] == 'm' ? 60 : 1;
+            i++;
+        } else {
+            return -1;
+        }
+        total += n * unit;
+    }
+    *secs = total;
+    return 0;
+}
+
+int ul_parse_ratelimit_reset(const char *v, size_t len, time_t now, double *secs)
+{
+    double n;
+    if (ul_parse_decimal(v, len, &n) == 0) {
+        /* a count of seconds, or (as some servers send) an epoch time */
+        if (n >= 1e9)
+            n = n > (double)now ? n - (double)now : 0.0;
+        *secs = n;
+        return 0;
+    }
+    return parse_duration(v, len, secs);
+}
+
+int ul_parse_structured_field(const char *v, size_t len, const char *key, double *out)
+{
+    size_t klen = strlen(key), i = 0;
+    while (i < len) {
+        size_t start, end;
+        while (i < len && (is_space(v[i]) || v[i] == ',' || v[i] == ';'))
+            i++;
+        start = i;
+        while (i < len && v[i] != ',' && v[i] != ';')
+            i++;
+        end = i;
+        while (end > start && is_space(v[end - 1]))
+            end--;
+        if (end - start > klen + 1 && v[start + klen] == '=') {
+            size_t j;
+            int same = 1;
+            for (j = 0; j < klen; j++) {
+                char c = v[start + j];
+                if (c >= 'A' && c <= 'Z')
+                    c = (char)(c + 32);
+                if (c != key[j]) {
+                    same = 0;
+                    break;
+                }
+            }
+            if (same)
+                return ul_parse_decimal(v + start + klen + 1, end - start - klen - 1, out);
+        }
+    }
+    return -1;
+}

@@ -8,6 +8,7 @@
 #include "core.h"
 #include "compat.h"
 #include "buffer.h"
+#include "body.h"
 #include "headers.h"
 
 #include <curl/curl.h>
@@ -459,112 +460,70 @@ static void retry_facts(lua_State *L, int err, long status, int h)
     lua_pop(L, 1);
 }
 
-/* A printable excerpt of body around offset, for error messages. */
-static void push_excerpt(lua_State *L, const char *body, size_t len, size_t off)
+/* The first item of a header value ("100, 100;w=60" -> "100"). */
+static size_t first_item(const char *v, size_t len)
 {
-    luaL_Buffer b;
-    size_t from = off > 24 ? off - 24 : 0, to = off + 24, i;
-    if (to > len)
-        to = len;
-    luaL_buffinit(L, &b);
-    for (i = from; i < to; i++) {
-        unsigned char c = (unsigned char)body[i];
-        luaL_addchar(&b, (c >= 32 && c < 127) ? (char)c : '.');
-    }
-    luaL_pushresult(&b);
+    size_t n = 0;
+    while (n < len && v[n] != ',' && v[n] != ';')
+        n++;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return n;
 }
 
-/* Pushes the body as a Lua string with every occurrence of the key replaced,
- * for error paths only: excerpts and raw copies are cut from this, so not
- * even a prefix of the key can survive a truncation. */
-static const char *find_bytes(const char *h, size_t hlen, const char *n, size_t nlen)
+/* Sets t.rate_limit = {limit=, remaining=, reset=} from whichever rate-limit
+ * headers the server sent (RateLimit-*, X-RateLimit-*[-Requests], or the
+ * structured RateLimit header), so the Lua layer can pause before a 429. */
+static void rate_facts(lua_State *L, int t, int h)
 {
-    size_t i;
-    if (nlen == 0 || hlen < nlen)
-        return NULL;
-    for (i = 0; i + nlen <= hlen; i++)
-        if (h[i] == n[0] && memcmp(h + i, n, nlen) == 0)
-            return h + i;
-    return NULL;
-}
-
-static const char *push_redacted_body(lua_State *L, ul_session *s, const char *key,
-                                      size_t *len)
-{
-    const char *p = s->body.data ? s->body.data : "", *end = p + s->body.len, *hit;
-    size_t klen = key ? strlen(key) : 0;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    /* byte-wise, so a key after an embedded NUL is found as well */
-    while ((hit = find_bytes(p, (size_t)(end - p), key, klen)) != NULL) {
-        luaL_addlstring(&b, p, (size_t)(hit - p));
-        luaL_addstring(&b, "[REDACTED]");
-        p = hit + klen;
-    }
-    luaL_addlstring(&b, p, (size_t)(end - p));
-    luaL_pushresult(&b);
-    return lua_tolstring(L, -1, len);
-}
-
-/* Decodes s->body with the private cjson instance; leaves the value, or nil
- * plus a decode error, and returns 1 or 2. */
-static int decode_body(lua_State *L, ul_session *s, const char *method,
-                       const char *url, const char *key)
-{
-    const char *msg;
-    size_t off = 0;
-    if (s->body.len == 0) {
-        lua_pushnil(L);
-        ul_push_error(L, "decode", 0, "empty response body where JSON was expected",
-                      method, url, key);
-        return 2;
-    }
-    lua_getfield(L, UL_STATE, UL_ST_DECODE);
-    lua_pushlstring(L, s->body.data, s->body.len);
-    if (lua_pcall(L, 1, 1, 0) == 0)
-        return 1;
-    msg = lua_tostring(L, -1);
-    if (msg != NULL) {
-        const char *at = strstr(msg, "at character ");
-        if (at != NULL)
-            off = (size_t)strtoul(at + 13, NULL, 10);
-        if (off > 0)
-            off--; /* cjson counts from 1 */
-    }
-    if (off > s->body.len)
-        off = s->body.len;
-    {
-        size_t rlen, roff = off;
-        const char *red = push_redacted_body(L, s, key, &rlen);
-        if (rlen != s->body.len && key != NULL) {
-            /* shift the offset by what the replacements before it changed */
-            size_t klen = strlen(key);
-            const char *p = s->body.data, *end = s->body.data + off, *hit;
-            while ((hit = find_bytes(p, (size_t)(s->body.data + s->body.len - p), key, klen)) != NULL &&
-                   hit + klen <= end) {
-                roff = roff - klen + 10;
-                p = hit + klen;
+    static const char *const names[3][4] = {
+        {"ratelimit-limit", "x-ratelimit-limit", "x-ratelimit-limit-requests", "limit"},
+        {"ratelimit-remaining", "x-ratelimit-remaining", "x-ratelimit-remaining-requests", "remaining"},
+        {"ratelimit-reset", "x-ratelimit-reset", "x-ratelimit-reset-requests", "reset"},
+    };
+    double val[3];
+    int have[3] = {0, 0, 0}, i, j, any = 0;
+    time_t now = time(NULL);
+    for (i = 0; i < 3; i++) {
+        size_t len;
+        const char *v;
+        for (j = 0; j < 3 && !have[i]; j++) {
+            lua_getfield(L, h, names[i][j]);
+            v = lua_tolstring(L, -1, &len);
+            if (v != NULL) {
+                len = first_item(v, len);
+                have[i] = (i == 2 ? ul_parse_ratelimit_reset(v, len, now, &val[i])
+                                  : ul_parse_decimal(v, len, &val[i])) == 0;
             }
+            lua_pop(L, 1);
         }
-        if (roff > rlen)
-            roff = rlen;
-        push_excerpt(L, red, rlen, roff);
-        lua_remove(L, -2);
+        if (!have[i]) {
+            lua_getfield(L, h, "ratelimit");
+            v = lua_tolstring(L, -1, &len);
+            if (v != NULL)
+                have[i] = ul_parse_structured_field(v, len, names[i][3], &val[i]) == 0;
+            lua_pop(L, 1);
+        }
+        any |= have[i];
     }
-    lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off,
-                    msg ? msg : "?", lua_tostring(L, -1));
-    lua_pushnil(L);
-    ul_push_error(L, "decode", 0, lua_tostring(L, -2), method, url, key);
-    ul_pushint(L, (lua_Integer)off);
-    lua_setfield(L, -2, "offset");
-    lua_pushvalue(L, -4);
-    lua_setfield(L, -2, "excerpt");
-    return 2;
+    if (!any)
+        return;
+    lua_createtable(L, 0, 3);
+    for (i = 0; i < 3; i++) {
+        if (have[i]) {
+            if (val[i] == (double)(lua_Integer)val[i])
+                ul_pushint(L, (lua_Integer)val[i]);
+            else
+                lua_pushnumber(L, val[i]);
+            lua_setfield(L, -2, names[i][3]);
+        }
+    }
+    lua_setfield(L, t, "rate_limit");
 }
 
 /* session:request{ method=, url=, query=, headers=, api_key=, json=, body=,
  *                  decode=, timeout= }
- * -> response {status, headers, body, bytes, new_connections} | nil, err */
+ * -> response {status, headers, body, bytes, new_connections, rate_limit?} | nil, err */
 static int session_request(lua_State *L)
 {
     ul_session *s = check_session(L);
@@ -842,6 +801,7 @@ static int session_request(lua_State *L)
         c.L = L;
         c.t = lua_gettop(L);
         ul_headers_each(s->head.data ? s->head.data : "", s->head.len, push_header, &c);
+        rate_facts(L, res, c.t);
     }
     lua_setfield(L, res, "headers");
 
@@ -850,12 +810,12 @@ static int session_request(lua_State *L)
          * provider layer can read its code and message */
         int err, red;
         size_t rlen;
-        const char *rbody = push_redacted_body(L, s, key, &rlen);
+        const char *rbody = ul_push_redacted(L, s->body.data, s->body.len, key, &rlen);
         red = lua_gettop(L);
         /* the message is a printable excerpt of the body (the provider
          * layer replaces it with the provider's own message) */
         if (rlen > 0)
-            push_excerpt(L, rbody, rlen, 0);
+            ul_push_excerpt(L, rbody, rlen, 0);
         else
             lua_pushfstring(L, "HTTP %d with an empty body", (int)status);
         lua_pushnil(L);
@@ -865,6 +825,7 @@ static int session_request(lua_State *L)
         lua_setfield(L, err, "headers");
         lua_getfield(L, err, "headers");
         retry_facts(L, err, status, lua_gettop(L));
+        rate_facts(L, err, lua_gettop(L));
         lua_pop(L, 1);
         if (rlen > 0) {
             lua_getfield(L, UL_STATE, UL_ST_DECODE);
@@ -884,7 +845,7 @@ static int session_request(lua_State *L)
         lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
         lua_setfield(L, res, "body");
     } else if (status != 204 && strcmp(method, "HEAD") != 0) {
-        int n = decode_body(L, s, method, final_url, key);
+        int n = ul_decode_body(L, s->body.data, s->body.len, method, final_url, key);
         if (n == 2)
             return 2;
         lua_setfield(L, res, "body");

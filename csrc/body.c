@@ -1,0 +1,114 @@
+/* Response bodies on their error paths: redaction of the key, printable
+ * excerpts, and decoding with the private cjson instance. Kept apart from
+ * libcurl so that a fuzzer can drive it directly. */
+#include "body.h"
+#include "core.h"
+#include "compat.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A printable excerpt of body around offset, for error messages. */
+void ul_push_excerpt(lua_State *L, const char *body, size_t len, size_t off)
+{
+    luaL_Buffer b;
+    size_t from = off > 24 ? off - 24 : 0, to = off + 24, i;
+    if (to > len)
+        to = len;
+    luaL_buffinit(L, &b);
+    for (i = from; i < to; i++) {
+        unsigned char c = (unsigned char)body[i];
+        luaL_addchar(&b, (c >= 32 && c < 127) ? (char)c : '.');
+    }
+    luaL_pushresult(&b);
+}
+
+/* Pushes the body as a Lua string with every occurrence of the key replaced,
+ * for error paths only: excerpts and raw copies are cut from this, so not
+ * even a prefix of the key can survive a truncation. */
+static const char *find_bytes(const char *h, size_t hlen, const char *n, size_t nlen)
+{
+    size_t i;
+    if (nlen == 0 || hlen < nlen)
+        return NULL;
+    for (i = 0; i + nlen <= hlen; i++)
+        if (h[i] == n[0] && memcmp(h + i, n, nlen) == 0)
+            return h + i;
+    return NULL;
+}
+
+const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const char *key,
+                             size_t *len)
+{
+    const char *p = data ? data : "", *end = p + dlen, *hit;
+    size_t klen = key ? strlen(key) : 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    /* byte-wise, so a key after an embedded NUL is found as well */
+    while ((hit = find_bytes(p, (size_t)(end - p), key, klen)) != NULL) {
+        luaL_addlstring(&b, p, (size_t)(hit - p));
+        luaL_addstring(&b, "[REDACTED]");
+        p = hit + klen;
+    }
+    luaL_addlstring(&b, p, (size_t)(end - p));
+    luaL_pushresult(&b);
+    return lua_tolstring(L, -1, len);
+}
+
+/* Decodes s->body with the private cjson instance; leaves the value, or nil
+ * plus a decode error, and returns 1 or 2. */
+int ul_decode_body(lua_State *L, const char *data, size_t dlen, const char *method,
+                   const char *url, const char *key)
+{
+    const char *msg;
+    size_t off = 0;
+    if (dlen == 0) {
+        lua_pushnil(L);
+        ul_push_error(L, "decode", 0, "empty response body where JSON was expected",
+                      method, url, key);
+        return 2;
+    }
+    lua_getfield(L, UL_STATE, UL_ST_DECODE);
+    lua_pushlstring(L, data, dlen);
+    if (lua_pcall(L, 1, 1, 0) == 0)
+        return 1;
+    msg = lua_tostring(L, -1);
+    if (msg != NULL) {
+        const char *at = strstr(msg, "at character ");
+        if (at != NULL)
+            off = (size_t)strtoul(at + 13, NULL, 10);
+        if (off > 0)
+            off--; /* cjson counts from 1 */
+    }
+    if (off > dlen)
+        off = dlen;
+    {
+        size_t rlen, roff = off;
+        const char *red = ul_push_redacted(L, data, dlen, key, &rlen);
+        if (rlen != dlen && key != NULL) {
+            /* shift the offset by what the replacements before it changed */
+            size_t klen = strlen(key);
+            const char *p = data, *end = data + off, *hit;
+            while ((hit = find_bytes(p, (size_t)(data + dlen - p), key, klen)) != NULL &&
+                   hit + klen <= end) {
+                roff = roff - klen + 10;
+                p = hit + klen;
+            }
+        }
+        if (roff > rlen)
+            roff = rlen;
+        ul_push_excerpt(L, red, rlen, roff);
+        lua_remove(L, -2);
+    }
+    lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off,
+                    msg ? msg : "?", lua_tostring(L, -1));
+    lua_pushnil(L);
+    ul_push_error(L, "decode", 0, lua_tostring(L, -2), method, url, key);
+    ul_pushint(L, (lua_Integer)off);
+    lua_setfield(L, -2, "offset");
+    lua_pushvalue(L, -4);
+    lua_setfield(L, -2, "excerpt");
+    return 2;
+}
+

@@ -1,0 +1,83 @@
+/* libFuzzer target: what the core does with a response body: decoding with
+ * the private cjson instance (depth limit, offsets, excerpts), and redaction
+ * of the key from the raw body. The first input byte picks the key length. */
+#define _GNU_SOURCE /* memmem */
+#include "../csrc/body.h"
+#include "../csrc/core.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int luaopen_userlist_core(lua_State *L);
+
+static lua_State *L;
+
+/* Keys that cannot be formed by the replacement text or by the excerpt's
+ * '.' for unprintable bytes, so finding one afterwards is a real leak. */
+static int checkable(const char *key, size_t klen)
+{
+    size_t i;
+    if (klen == 0)
+        return 0;
+    for (i = 0; i < klen; i++)
+        if (!((key[i] >= 'a' && key[i] <= 'z') || (key[i] >= '0' && key[i] <= '9') ||
+              key[i] == '-' || key[i] == '_'))
+            return 0;
+    return 1;
+}
+
+/* Runs as a closure over the module's state table, as session.c's code does. */
+static int entry(lua_State *l)
+{
+    size_t len, klen, rlen;
+    const char *in = luaL_checklstring(l, 1, &len);
+    const char *key = luaL_checklstring(l, 2, &klen);
+    int check = checkable(key, klen);
+    const char *red;
+    if (memchr(key, '\0', klen) != NULL)
+        klen = 0; /* the core refuses such keys before any request */
+    red = ul_push_redacted(l, in, len, klen ? key : NULL, &rlen);
+    if (check && memmem(red, rlen, key, klen) != NULL)
+        abort(); /* the key survived redaction */
+    ul_push_excerpt(l, red, rlen, rlen / 2);
+    if (ul_decode_body(l, in, len, "GET", "http://127.0.0.1/x", klen ? key : NULL) == 2) {
+        const char *excerpt;
+        lua_getfield(l, -1, "excerpt"); /* absent for an empty body */
+        excerpt = lua_tostring(l, -1);
+        if (check && excerpt != NULL && strstr(excerpt, key) != NULL)
+            abort(); /* the key is in an error excerpt */
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    size_t klen;
+    if (L == NULL) {
+        L = luaL_newstate();
+        luaL_openlibs(L);
+        luaL_requiref(L, "userlist.core", luaopen_userlist_core, 0);
+        lua_getfield(L, -1, "json_decode");
+        lua_getupvalue(L, -1, 1); /* the module state table */
+        lua_pushcclosure(L, entry, 1);
+        lua_setglobal(L, "fuzz_entry");
+        lua_settop(L, 0);
+    }
+    if (size == 0)
+        return 0;
+    klen = data[0] % 8; /* short keys make matches likely */
+    if (klen > size - 1)
+        klen = size - 1;
+    lua_getglobal(L, "fuzz_entry");
+    lua_pushlstring(L, (const char *)data + 1 + klen, size - 1 - klen);
+    lua_pushlstring(L, (const char *)data + 1, klen);
+    if (lua_pcall(L, 2, 0, 0) != 0)
+        lua_pop(L, 1); /* a Lua error (out of memory) is not a crash */
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
