@@ -1,4 +1,5 @@
-# userlist: build, test and demo. Debian 12 packages only; nothing downloaded.
+# userlist: build, test and demo. Debian 12 packages only; the one download is
+# the test suite's Prism (npm ci from a committed lock file, spec/prism/install).
 #   make              build userlist.core for Lua 5.4 and LuaJIT (those installed)
 #   make LUA=5.1      build for one Lua ABI (5.1 5.2 5.3 5.4 luajit)
 #   make demo         list users from the bundled emulator
@@ -28,6 +29,8 @@ PKG_BUILD := gcc make pkg-config libcurl4-openssl-dev lua-cjson ca-certificates 
              $(foreach a,$(ABIS),$(if $(filter luajit,$(a)),luajit2 libluajit2-5.1-dev,lua$(a) $(call lua_dev,$(a))))
 PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl
 ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
+# The specs run against the emulator, with every request checked by Prism.
+RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
 PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang luajit2 libluajit2-5.1-dev \
              $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
@@ -75,7 +78,9 @@ define need_pkgs
 endef
 deps-build: ; $(call need_pkgs,$(PKG_BUILD))
 deps-demo:  ; $(call need_pkgs,$(PKG_DEMO))
-deps-test:  ; $(call need_pkgs,$(PKG_TEST))
+deps-test:
+	$(call need_pkgs,$(PKG_TEST))
+	@spec/prism/install
 
 demo: deps-demo
 	@$(MAKE) --no-print-directory build ABIS=5.4
@@ -88,7 +93,7 @@ lint: deps-test
 # runs the specs on Lua 5.4 and LuaJIT against the emulator.
 test: deps-test lint compile-check
 	@$(MAKE) --no-print-directory build ABIS="$(ABIS)"
-	@spec/emulator/run exec -- spec/run.sh $(ABIS)
+	@$(RUN_SPECS) $(ABIS)
 
 compile-check: deps-test
 	@mkdir -p build/check
@@ -98,7 +103,7 @@ compile-check: deps-test
 	done; done; echo "compile-check: gcc and clang, Lua $(ALL_ABIS): no warnings"
 
 spec:
-	@spec/emulator/run exec -- spec/run.sh $(ABIS)
+	@$(RUN_SPECS) $(ABIS)
 
 # The whole spec suite under valgrind memcheck (leak check full) and under an
 # ASan+UBSan build of the core; either fails on the first error report. Lua
@@ -107,14 +112,16 @@ PKG_MEM   := $(PKG_TEST) valgrind
 VALGRIND  := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
              --show-leak-kinds=definite,indirect --error-exitcode=99
 ASAN_LIBS := $(shell gcc -print-file-name=libasan.so 2>/dev/null):$(shell gcc -print-file-name=libubsan.so 2>/dev/null)
-deps-mem: ; $(call need_pkgs,$(PKG_MEM))
+deps-mem:
+	$(call need_pkgs,$(PKG_MEM))
+	@spec/prism/install
 
 check-mem: check-valgrind check-asan
 
 check-valgrind: deps-mem
 	@$(MAKE) --no-print-directory build ABIS=5.4
 	@echo "== valgrind memcheck over the spec suite (Lua 5.4)"
-	@USERLIST_WRAP="$(VALGRIND)" spec/emulator/run exec -- spec/run.sh 5.4
+	@USERLIST_WRAP="$(VALGRIND)" $(RUN_SPECS) 5.4
 
 build/asan/5.4/userlist/core.so: $(SRCS) $(HDRS) Makefile
 	@mkdir -p $(@D)
@@ -126,7 +133,7 @@ check-asan: deps-mem build/asan/5.4/userlist/core.so
 	@echo "== ASan + UBSan over the spec suite (Lua 5.4)"
 	@USERLIST_BUILD=build/asan \
 	 USERLIST_WRAP="env LD_PRELOAD=$(ASAN_LIBS) ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \
-	 spec/emulator/run exec -- spec/run.sh 5.4
+	 $(RUN_SPECS) 5.4
 
 clean:
 	rm -rf build userlist userlist.lua

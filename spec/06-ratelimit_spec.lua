@@ -53,7 +53,8 @@ describe("rate-limit headers", function()
   end)
 
   it("ride along on a 429 error too", function()
-    local res, err = fetch{ status = 429, headers = { ["X-RateLimit-Remaining"] = "0", ["X-RateLimit-Reset"] = "4" } }
+    local res, err = fetch{ status = 429,
+      headers = { ["X-RateLimit-Remaining"] = "0", ["X-RateLimit-Reset"] = "4" } }
     assert.is_nil(res)
     assert.same({ remaining = 0, reset = 4 }, err.rate_limit)
   end)

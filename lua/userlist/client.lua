@@ -68,6 +68,7 @@ function Client:_call(req, session)
   local def = self._def
   session = session or self:_shared_session()
   local attempt, loading_since = 0, nil
+  local loads, waited = 0, 0 -- "still loading" answers and the time slept on them
   local url = req.url or (self.base_url .. req.path)
   while true do
     local res, err = session:request{
@@ -80,13 +81,15 @@ function Client:_call(req, session)
         -- the server is still loading the data: ask again for the same page
         local t = core.now()
         loading_since = loading_since or t
-        local wait = backoff(math.min(attempt + 1, 4), nil)
-        if t + wait - loading_since > self._loading_timeout then
+        local wait = backoff(math.min(loads + 1, 4), nil)
+        -- the larger of the clock and the sum of waits: an injected sleep
+        -- that does not really sleep still reaches the bound
+        if math.max(t - loading_since, waited) + wait > self._loading_timeout then
           return nil, errors.new{ kind = "loading", provider = def.name, status = res.status,
             retryable = true, method = req.method, url = url,
             message = ("data still loading after %gs (loading_timeout)"):format(self._loading_timeout) }
         end
-        attempt = attempt + 1
+        loads, waited = loads + 1, waited + wait
         self._sleep(wait)
         res = false
       elseif perr then

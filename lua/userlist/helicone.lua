@@ -1,21 +1,31 @@
 --- Helicone. Two listings behind one iterator:
---  * with `user_ids`: `POST /v1/user/query` (seed 000), 100 ids a request
---    (the server answers at most 100 rows, grouped by user, so a batch of
---    100 ids is always complete);
+--  * with `user_ids`: `POST /v1/user/query` (seed 000), 100 distinct ids a
+--    request. The server answers at most 100 rows (`GROUP BY user_id
+--    LIMIT 100`, no ORDER BY), so a batch of at most 100 ids is always
+--    complete; rows come back in the order the ids were asked.
 --  * without: `POST /v1/user/metrics/query`, offset paging with an explicit
---    stable sort, stopping on a short page (its `count` is cached and
---    ignores the filter, so it is never trusted).
--- `client:query(q)` sends the seed request once and reports `truncated`
--- when the server's 100-row cap may have hidden users.
+--    sort (default `user_id` ascending, the one unique column), stopping on
+--    a short page: its `count` is cached for 60 s and ignores the filter, so
+--    it is never trusted.
+-- `client:query(q)` sends the seed request once, as documented, and reports
+-- `truncated = true` when the 100-row cap may have hidden users.
+--
+-- Time windows: the seed endpoint hands `*UnixSeconds` to JavaScript's
+-- `new Date()`, which reads milliseconds, so this client sends milliseconds
+-- there (option `time_filter_in_seconds = true` sends seconds, for the day
+-- the server is fixed). The metrics endpoint reads real seconds.
 -- @module userlist.helicone
 local client = require "userlist.client"
+local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local time = require "userlist.time"
 
 local check, raise = errors.check, errors.raise_invalid
+local tonumber, type = tonumber, type
 
-local ROW_CAP = 100 -- the server's GROUP BY user_id LIMIT 100
+local ROW_CAP = 100 -- the seed endpoint's GROUP BY user_id LIMIT 100
+local MAX_LIMIT = 1000 -- the metrics endpoint answers 400 above this
 local SORT_FIELDS = {
   "id", "user_id", "active_for", "first_active", "last_active", "total_requests",
   "average_requests_per_day_active", "average_tokens_per_request", "total_prompt_tokens",
@@ -23,118 +33,269 @@ local SORT_FIELDS = {
 }
 local KNOWN = {
   user_ids = true, since = true, ["until"] = true, limit = true, sort = true, filter = true,
-  time_zone_difference_minutes = true, offset = true, max_pages = true,
+  time_zone_difference_minutes = true, offset = true, max_pages = true, dedupe = true,
 }
+-- keys of the metrics listing that mean nothing to a user_ids lookup
+local METRICS_ONLY = { "limit", "sort", "filter", "time_zone_difference_minutes" }
 
--- since/until -> {startTimeUnixSeconds, endTimeUnixSeconds}, or nil.
--- `scale` is 1000 while the seed endpoint reads its "seconds" as
--- milliseconds (it hands them to JavaScript's new Date()).
+-- Query checks --------------------------------------------------------------
+
+-- since/until -> {startTimeUnixSeconds, endTimeUnixSeconds}, or nil. The
+-- server requires both: a missing since is the epoch, a missing until now.
+-- `scale` is 1000 for the seed endpoint's milliseconds bug.
 local function time_filter(q, scale)
   if q.since == nil and q["until"] == nil then return nil end
   local from, to = 0, nil
-  for _, field in ipairs{ "since", "until" } do
-    if q[field] ~= nil then
-      local t, msg = time.to_epoch(q[field])
-      if not t then raise(field, msg) end
-      if field == "since" then from = t else to = t end
-    end
+  if q.since ~= nil then
+    local t, msg = time.to_epoch(q.since)
+    if not t then raise("since", msg) end
+    from = t
   end
-  to = to or os.time()
+  if q["until"] ~= nil then
+    local t, msg = time.to_epoch(q["until"])
+    if not t then raise("until", msg) end
+    to = t
+  end
+  to = to or os.time() -- os.time() with no argument is the epoch clock
   if to < from then raise("until", "is before 'since'") end
   return { startTimeUnixSeconds = from * scale, endTimeUnixSeconds = to * scale }
 end
 
 local function sort_of(q)
   local s = q.sort
-  if s == nil then return { user_id = "asc" } end -- stable: one row per user_id
+  if s == nil then return { user_id = "asc" } end -- unique: a total order
   if type(s) == "string" then s = { [s] = "asc" } end
-  if type(s) ~= "table" then raise("sort", "must be {field = 'asc'|'desc'} or a field name") end
-  local n = 0
-  for k, dir in pairs(s) do
-    n = n + 1
-    check.enum({ sort = k }, "sort", SORT_FIELDS)
-    check.enum({ ["sort." .. k] = dir }, "sort." .. k, { "asc", "desc" })
+  if type(s) ~= "table" then
+    raise("sort", "must be a field name or {field = 'asc'|'desc'}, got " .. type(s))
   end
-  if n ~= 1 then raise("sort", "takes exactly one field") end
-  return s
+  local field, n = nil, 0
+  for k in pairs(s) do
+    n = n + 1
+    field = k
+  end
+  -- the server sorts by the first key of the JSON object only
+  if n ~= 1 then raise("sort", "takes exactly one field, got " .. n) end
+  check.enum({ sort = field }, "sort", SORT_FIELDS)
+  check.enum({ ["sort." .. field] = s[field] }, "sort." .. field, { "asc", "desc" })
+  return { [field] = s[field] }
+end
+
+-- Distinct ids, in the order first given.
+local function distinct(ids)
+  local seen, out = {}, {}
+  for i = 1, #ids do
+    local id = ids[i]
+    if not seen[id] then
+      seen[id] = true
+      out[#out + 1] = id
+    end
+  end
+  return out
 end
 
 local function prepare(c, q)
   check.known(q, KNOWN)
-  local p = { max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1) }
+  local p = {
+    max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
+    dedupe = check.boolean(q, "dedupe"),
+    offset = check.int(q, "offset", 0, 2 ^ 53) or 0,
+  }
   local ids = check.strings(q, "user_ids", { empty_ok = true })
   if ids then
     if #ids == 0 then raise("user_ids", "is empty (leave it out to list every user)") end
-    for _, k in ipairs{ "limit", "sort", "filter", "offset", "time_zone_difference_minutes" } do
-      if q[k] ~= nil then raise(k, "does not apply to a user_ids lookup") end
+    for _, k in ipairs(METRICS_ONLY) do
+      if q[k] ~= nil then raise(k, "does not apply to a user_ids lookup (POST /v1/user/query)") end
     end
-    p.mode, p.ids = "ids", ids
+    p.mode, p.ids = "ids", distinct(ids)
+    if p.offset >= #p.ids then
+      raise("offset", ("is past the end of user_ids (%d distinct ids)"):format(#p.ids))
+    end
     p.time_filter = time_filter(q, c.options.time_filter_in_seconds and 1 or 1000)
     return p
   end
   p.mode = "metrics"
-  p.limit = check.int(q, "limit", 1, 1000) or 1000
-  p.offset = check.int(q, "offset", 0, 2 ^ 53) or 0
+  p.limit = check.int(q, "limit", 1, MAX_LIMIT) or MAX_LIMIT
   p.sort = sort_of(q)
   p.filter = q.filter == nil and "all" or q.filter
-  if p.filter ~= "all" and type(p.filter) ~= "table" then
-    raise("filter", "must be \"all\" or a Helicone filter tree table")
+  if p.filter ~= "all" and (type(p.filter) ~= "table" or #p.filter > 0) then
+    raise("filter", "must be \"all\" or a Helicone filter tree (a table)")
   end
   p.tz = check.int(q, "time_zone_difference_minutes", -1440, 1440)
   p.time_filter = time_filter(q, 1) -- this endpoint reads real seconds
   return p
 end
 
+-- Rows ----------------------------------------------------------------------
+
+-- Epoch seconds of "YYYY-MM-DD[T ]HH:MM:SS[.fff][Z]" (the two forms Helicone
+-- sends, both UTC). A listing parses two of these per user, so this reads
+-- bytes and caches the dates; any other form goes to the general parser.
+local byte, sub = string.byte, string.sub
+local day_cache, day_cached = {}, 0
+
+local function two(a, b) -- two ASCII digits -> 0..99, or nil
+  a, b = a - 48, b - 48
+  if a < 0 or a > 9 or b < 0 or b > 9 then return nil end
+  return a * 10 + b
+end
+
+local function utc_time(s)
+  if type(s) ~= "string" then return nil end
+  if #s < 19 then return norm.time(s) end
+  local h1, h2, c1, m1, m2, c2, s1, s2 = byte(s, 12, 19)
+  local t = byte(s, 11)
+  local h, m, sec = two(h1, h2), two(m1, m2), two(s1, s2)
+  if not (h and m and sec) or c1 ~= 58 or c2 ~= 58 or (t ~= 84 and t ~= 32)
+    or h > 23 or m > 59 or sec > 60 then
+    return norm.time(s)
+  end
+  local frac = 0
+  if #s > 19 then
+    local tail = sub(s, 20)
+    if tail ~= "Z" and tail ~= ".000Z" and tail ~= ".000" then
+      local f = tail:match("^(%.%d+)Z?$")
+      if not f then return norm.time(s) end
+      frac = tonumber(f)
+    end
+  end
+  local d = sub(s, 1, 10)
+  local day = day_cache[d]
+  if not day then
+    day = time.parse_iso(d) -- validates the date part
+    if not day then return nil end
+    if day_cached >= 4096 then day_cache, day_cached = {}, 0 end
+    day_cache[d], day_cached = day, day_cached + 1
+  end
+  local v = day + h * 3600 + m * 60 + sec
+  if frac ~= 0 then v = v + frac end
+  return v
+end
+
+local function add_tokens(u)
+  if u.prompt_tokens and u.completion_tokens then
+    u.tokens = u.prompt_tokens + u.completion_tokens
+  end
+end
+
+-- A /v1/user/query row: {count, prompt_tokens, completion_tokens, user_id, cost}.
 local function map_query_row(u)
   norm.strip_nulls(u)
-  if u.cost == nil then u.cost = u.cost_usd end -- named cost_usd before 2025-08
   u.user_id = norm.id(u.user_id)
   u.count = norm.int(u.count)
   u.prompt_tokens = norm.int(u.prompt_tokens)
   u.completion_tokens = norm.int(u.completion_tokens)
+  if u.cost_usd ~= nil then u.cost_usd = norm.num(u.cost_usd) end
   u.cost = norm.num(u.cost)
+  if u.cost == nil then u.cost = u.cost_usd end -- the field was cost_usd before 2025-08
   u.id = u.user_id
   u.requests = u.count
-  if u.prompt_tokens and u.completion_tokens then u.tokens = u.prompt_tokens + u.completion_tokens end
+  add_tokens(u)
   return u
 end
 
-local METRIC_INTS = { "total_requests", "total_prompt_tokens", "total_completion_tokens",
-  "active_for", "rate_limited_count" }
+local METRIC_INTS = { "total_requests", "total_prompt_tokens", "total_prompt_token",
+  "total_completion_tokens", "active_for", "rate_limited_count" }
+local METRIC_NUMS = { "cost", "average_requests_per_day_active", "average_tokens_per_request" }
+local null, tointeger = core.null, math.tointeger
 
-local function map_metrics_row(u)
-  norm.strip_nulls(u)
-  u.user_id = norm.id(u.user_id)
-  norm.fields(u, METRIC_INTS, norm.int)
-  u.cost = norm.num(u.cost)
-  u.average_requests_per_day_active = norm.num(u.average_requests_per_day_active)
-  u.average_tokens_per_request = norm.num(u.average_tokens_per_request)
-  u.id = u.user_id
+-- norm.int and norm.num, inlined for the listing's hot loop: a number or a
+-- numeric string ("15", from 64-bit totals) -> a number (whole -> a Lua
+-- integer on 5.3+); anything else -> nil (the field is left as it came).
+local function to_int(v)
+  if type(v) == "string" then v = tonumber(v) elseif type(v) ~= "number" then return nil end
+  if v ~= nil and tointeger then return tointeger(v) or v end
+  return v
+end
+local function to_num(v)
+  if type(v) == "string" then return tonumber(v) elseif type(v) == "number" then return v end
+  return nil
+end
+
+-- A /v1/user/metrics/query user. `shift`: seconds the server subtracted from
+-- first_active/last_active for timeZoneDifferenceMinutes.
+local function map_metrics_row(u, shift)
+  for k, v in pairs(u) do
+    if v == null then u[k] = nil elseif type(v) == "table" then norm.strip_nulls(v) end
+  end
+  for i = 1, #METRIC_INTS do
+    local k = METRIC_INTS[i]
+    local c = to_int(u[k])
+    if c ~= nil then u[k] = c end
+  end
+  for i = 1, #METRIC_NUMS do
+    local k = METRIC_NUMS[i]
+    local c = to_num(u[k])
+    if c ~= nil then u[k] = c end
+  end
+  local id = u.user_id
+  if type(id) ~= "string" then id = norm.id(id) end
+  u.user_id = id
+  if id == nil then id = norm.id(u.id) end
+  u.id = id -- the server's own `id` is user_id too
   u.requests = u.total_requests
-  u.prompt_tokens = u.total_prompt_tokens
-  u.completion_tokens = u.total_completion_tokens
-  if u.prompt_tokens and u.completion_tokens then u.tokens = u.prompt_tokens + u.completion_tokens end
-  u.first_seen = norm.time(u.first_active)
-  u.last_seen = norm.time(u.last_active)
+  -- some server versions alias the prompt sum `total_prompt_token` and send
+  -- `total_prompt_tokens` as null
+  local prompt, completion = u.total_prompt_tokens or u.total_prompt_token, u.total_completion_tokens
+  u.prompt_tokens, u.completion_tokens = prompt, completion
+  if prompt and completion then u.tokens = prompt + completion end
+  local first, last = utc_time(u.first_active), utc_time(u.last_active)
+  if shift ~= 0 then
+    first = first and first + shift
+    last = last and last + shift
+  end
+  u.first_seen, u.last_seen = first, last
   return u
+end
+
+local function decode_error(message)
+  error(errors.new{ kind = "decode", message = message }, 0)
 end
 
 local function data_of(body)
-  if type(body) ~= "table" then
-    error(errors.new{ kind = "decode", message = "response is not a JSON object" }, 0)
-  end
+  if type(body) ~= "table" then decode_error("response is not a JSON object") end
   return body.data
+end
+
+-- Seed rows arrive in hash order: put them back in the order asked (rows
+-- not asked for, which the server should never send, go last).
+local function in_asked_order(rows, batch)
+  local rank = {}
+  for i = 1, #batch do rank[batch[i]] = i end
+  local keyed = {}
+  for i = 1, #rows do
+    keyed[i] = { rows[i], rank[rows[i].user_id] or (#batch + i) }
+  end
+  table.sort(keyed, function(a, b) return a[2] < b[2] end)
+  for i = 1, #rows do rows[i] = keyed[i][1] end
+  return rows
+end
+
+local function query_rows(body)
+  local data = data_of(body)
+  if type(data) ~= "table" then decode_error("response 'data' is not an array") end
+  for i = 1, #data do
+    if type(data[i]) ~= "table" then decode_error("response 'data' holds a non-object row") end
+    map_query_row(data[i])
+  end
+  return data
+end
+
+-- The listing ----------------------------------------------------------------
+
+local function batch_of(p, pos)
+  local batch = {}
+  for i = pos + 1, math.min(pos + ROW_CAP, #p.ids) do batch[#batch + 1] = p.ids[i] end
+  return batch
 end
 
 local listing = {
   prepare = prepare,
-  first = function(p) return p.mode == "ids" and 1 or p.offset end,
+  -- state: offset into the distinct ids, or the metrics offset
+  first = function(p) return p.offset end,
   request = function(_, p, pos)
     if p.mode == "ids" then
-      local batch = {}
-      for i = pos, math.min(pos + ROW_CAP - 1, #p.ids) do batch[#batch + 1] = p.ids[i] end
       return { method = "POST", path = "/v1/user/query",
-               json = { userIds = batch, timeFilter = p.time_filter } }
+               json = { userIds = batch_of(p, pos), timeFilter = p.time_filter } }
     end
     return { method = "POST", path = "/v1/user/metrics/query", json = {
       filter = p.filter, offset = pos, limit = p.limit, sort = p.sort,
@@ -142,48 +303,61 @@ local listing = {
     } }
   end,
   parse = function(_, body, p, pos)
-    local data = data_of(body)
     if p.mode == "ids" then
-      if type(data) ~= "table" then
-        error(errors.new{ kind = "decode", message = "response 'data' is not an array" }, 0)
-      end
-      for i = 1, #data do map_query_row(data[i]) end
-      local nxt = pos + ROW_CAP
-      return data, (nxt <= #p.ids) and nxt or nil, { offset = pos }
+      local batch = batch_of(p, pos)
+      local rows = in_asked_order(query_rows(body), batch)
+      local nxt = pos + #batch
+      return rows, (nxt < #p.ids) and nxt or nil,
+        { offset = pos, ids = #batch, truncated = false }
     end
+    local data = data_of(body)
     local users = type(data) == "table" and data.users
-    if type(users) ~= "table" then
-      error(errors.new{ kind = "decode", message = "response has no 'data.users' array" }, 0)
+    if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
+    local shift = p.tz and math.abs(p.tz) * 60 or 0
+    for i = 1, #users do
+      if type(users[i]) ~= "table" then decode_error("response 'data.users' holds a non-object") end
+      map_metrics_row(users[i], shift)
     end
-    for i = 1, #users do map_metrics_row(users[i]) end
-    local short = #users < p.limit
-    return users, (not short) and (pos + #users) or nil,
-      { offset = pos, limit = p.limit, count = norm.int(data.count) }
+    -- a short page is the last; `count` is cached and ignores the filter
+    local last = #users < p.limit
+    return users, (not last) and (pos + #users) or nil,
+      { offset = pos, limit = p.limit, count = norm.int(data.count),
+        has_users = type(data.hasUsers) == "boolean" and data.hasUsers or nil }
   end,
+  -- dedupe = true: one row per user id (sorts on other fields have ties
+  -- and the server no tie-breaker, so a row can repeat across pages)
   key = function(u) return u.id end,
 }
 
 local methods = {}
 
---- One request to the seed endpoint `POST /v1/user/query`.
--- @return page {users, truncated} or nil, err. `truncated` is true when the
--- server's 100-row cap may have hidden users (no user_ids, 100 rows back).
+--- One request to the seed endpoint `POST /v1/user/query`, as documented.
+-- q: `user_ids` (at most 100), `since`, `until`.
+-- @return {users, truncated, status} or nil, err. `truncated` is true when
+-- no `user_ids` were given and the server's 100-row cap was reached: more
+-- users may exist (list them all with `users{}`).
 function methods:query(q)
   return errors.protect(function()
-    q = q or {}
+    if q == nil then q = {} end
     check.known(q, { user_ids = true, since = true, ["until"] = true })
     local ids = check.strings(q, "user_ids", { empty_ok = true, max = ROW_CAP })
+    if ids and #ids == 0 then raise("user_ids", "is empty (leave it out to ask for every user)") end
+    if ids then ids = distinct(ids) end
     local tf = time_filter(q, self.options.time_filter_in_seconds and 1 or 1000)
     local res, err = self:_call{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end
-    local data = data_of(res.body)
-    if type(data) ~= "table" then
-      error(errors.new{ kind = "decode", message = "response 'data' is not an array" }, 0)
+    local ok, rows = pcall(query_rows, res.body)
+    if not ok then
+      if errors.is(rows) then
+        rows.provider, rows.method = "helicone", "POST"
+        rows.url = self.base_url .. "/v1/user/query"
+      end
+      error(rows, 0)
     end
-    for i = 1, #data do map_query_row(data[i]) end
-    return { users = data, status = res.status,
-             truncated = (ids == nil or #ids == 0) and #data >= ROW_CAP }
+    if ids then in_asked_order(rows, ids) end
+    return { users = rows, status = res.status, row_cap = ROW_CAP,
+             truncated = ids == nil and #rows >= ROW_CAP }
   end)
 end
 
@@ -194,26 +368,37 @@ return client.define{
     local region = opts.region or "us"
     if region == "eu" then return "https://eu.api.helicone.ai" end
     if region == "us" then return "https://api.helicone.ai" end
-    error(("userlist.helicone: bad option 'region' ('us' or 'eu' expected, got %s)"):format(region), 3)
+    error(("userlist.helicone: bad option 'region' ('us' or 'eu' expected, got '%s')"):format(region), 3)
   end,
   options = { region = "string", time_filter_in_seconds = "boolean" },
   listing = listing,
   methods = methods,
-  -- database errors come back as 200 {"data": null, "error": "..."}
+  -- database errors of the seed endpoint come back as 200 {"data": null, "error": "..."}
   check = function(res)
     local b = res.body
-    if type(b) == "table" and type(b.error) == "string" then
-      return nil, errors.new{ kind = "api", status = res.status, message = b.error, retryable = true }
+    if type(b) == "table" and b.error ~= nil and b.error ~= core.null then
+      local msg = b.error
+      if type(msg) ~= "string" then msg = core.json_encode(msg) end
+      return nil, errors.new{ kind = "api", status = res.status, message = msg,
+                              body = b, retryable = true }
     end
   end,
-  -- 401 {"error", "trace"}, 500 {"message"}, 422 {"message", "details"}, 400 plain text
+  -- 401 {"error", "trace"}; 400 {"error", "data": null} (metrics: database
+  -- errors, limit > 1000); 500 {"message"}; 422 {"message", "details"};
+  -- 400 plain text "Invalid token."; 404 Express HTML
   error = function(err)
     local b = err.body
     if type(b) == "table" then
       if type(b.error) == "string" then err.message = b.error
       elseif type(b.message) == "string" then err.message = b.message end
       if type(b.trace) == "string" then err.code = b.trace end
-    elseif type(err.raw) == "string" and err.raw ~= "" then
+      if type(b.details) == "table" then
+        local keys = {}
+        for k in pairs(b.details) do keys[#keys + 1] = tostring(k) end
+        table.sort(keys)
+        if #keys > 0 then err.message = err.message .. ": " .. table.concat(keys, ", ") end
+      end
+    elseif type(err.raw) == "string" and err.raw ~= "" and err.kind == "http" then
       err.message = err.raw
     end
   end,

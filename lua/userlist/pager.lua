@@ -57,7 +57,7 @@ local function next_page(w)
   if not ok then
     close_walk(w)
     if errors.is(items) then
-      items.method, items.url = req.method, client.base_url .. req.path
+      items.method, items.url = req.method, req.url or (client.base_url .. req.path)
       items.provider = items.provider or client.provider
     end
     error(items, 0)

@@ -79,13 +79,15 @@ end
 
 local function fmt(t, offset, with_ms, suffix)
   t = t + (offset or 0)
+  -- round to whole milliseconds first, so .9996 carries into the second
+  if with_ms then t = floor(t * 1000 + 0.5) / 1000 end
   local whole = floor(t)
   local days = idiv(whole, 86400)
   local secs = whole - days * 86400
   local y, m, d = civil_from_days(days)
   local hms = ("%02d:%02d:%02d"):format(idiv(secs, 3600), idiv(secs % 3600, 60), secs % 60)
   local s = ("%04d-%02d-%02dT"):format(y, m, d) .. hms
-  if with_ms then s = s .. (".%03d"):format(floor((t - whole) * 1000 + 0.5) % 1000) end
+  if with_ms then s = s .. (".%03d"):format(floor((t - whole) * 1000 + 0.5)) end
   return s .. (suffix or "")
 end
 

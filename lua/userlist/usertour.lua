@@ -1,7 +1,11 @@
 --- Usertour: `GET /v1/users` (seed 003) and v2
 -- (`/v2/projects/{project_id}/environments/{environment_id}/users`, chosen
--- when both ids are given). Cursor paging: the server's relative `next`
--- link is followed verbatim, resolved against the base URL, until null.
+-- when both ids are given, as client options or in the query).
+--
+-- Paging: cursor; the server's `next` link (relative, carrying every filter)
+-- is followed verbatim, resolved against the base URL, until it is null.
+-- A stale cursor is 400 E1007 on v1 and a silent empty page on v2; both end
+-- the listing with an error here, never in silence.
 -- @module userlist.usertour
 local client = require "userlist.client"
 local core = require "userlist.core"
@@ -10,159 +14,440 @@ local norm = require "userlist.normalize"
 local time = require "userlist.time"
 
 local check, raise = errors.check, errors.raise_invalid
+local null = core.null
+local floor = math.floor
+local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
 
 local EXPAND = { "companies", "memberships", "memberships.company" }
-local KNOWN = {
+local ORDER = { "createdAt", "-createdAt" }
+local SCOPE = { project_id = true, environment_id = true }
+local LIST = {
   email = true, segment_id = true, company_id = true, order_by = true, expand = true,
   limit = true, cursor = true, since = true, ["until"] = true, project_id = true,
-  environment_id = true, max_pages = true,
+  environment_id = true, max_pages = true, dedupe = true,
 }
+local ONE = { expand = true, project_id = true, environment_id = true }
+local UPSERT = { id = true, attributes = true, companies = true, memberships = true }
 
--- v2 when both project and environment ids are known, else v1.
-local function users_path(c, q)
-  local project = q.project_id or c.options.project_id
-  local env = q.environment_id or c.options.environment_id
+-- ------------------------------------------------------------ arguments
+
+-- A path segment: percent-encoded (so "/", "?", "#" stay inside it), and
+-- "." / ".." encoded too, which URL normalisation would otherwise remove.
+local function segment(s)
+  local e = core.escape(s)
+  if e:match("^%.+$") then e = (e:gsub("%.", "%%2E")) end
+  return e
+end
+
+-- An id argument: a non-empty string (a whole number is printed whole).
+local function id_arg(v, field)
+  if type(v) == "number" and v == floor(v) and v > -2 ^ 63 and v < 2 ^ 63 then v = norm.id(v) end
+  if type(v) ~= "string" then
+    raise(field, "must be a string, got " .. (v == null and "null" or type(v)))
+  end
+  if v == "" then raise(field, "must not be empty") end
+  return v
+end
+
+-- The users path and API version: v2 when a project and an environment are
+-- known (query first, then client options), v1 when neither is.
+local function scope(c, q)
+  local project, env = q.project_id, q.environment_id
+  if project == nil then project = c.options.project_id end
+  if env == nil then env = c.options.environment_id end
   if project == nil and env == nil then return "/v1/users", 1 end
-  check.string({ project_id = project }, "project_id")
-  check.string({ environment_id = env }, "environment_id")
+  project = check.string({ project_id = project }, "project_id")
+  env = check.string({ environment_id = env }, "environment_id")
   if project == nil then raise("project_id", "is required with environment_id (API v2)") end
   if env == nil then raise("environment_id", "is required with project_id (API v2)") end
-  return "/v2/projects/" .. core.escape(project) .. "/environments/" .. core.escape(env) .. "/users", 2
+  return "/v2/projects/" .. segment(project) .. "/environments/" .. segment(env) .. "/users", 2
 end
 
-local function prepare(c, q)
-  check.known(q, KNOWN)
-  local path, version = users_path(c, q)
-  local p = { path = path, version = version, max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1) }
-  p.query = {
-    email = check.string(q, "email"),
-    segmentId = check.string(q, "segment_id"),
-    companyId = check.string(q, "company_id"),
-    orderBy = check.enum(q, "order_by", { "createdAt", "-createdAt" }),
-    expand = check.strings(q, "expand", { allowed = EXPAND }),
-    limit = check.int(q, "limit", 1, 100) or 100,
-    cursor = check.string(q, "cursor"),
-  }
-  for field, wire in pairs{ since = "createdAfter", ["until"] = "createdBefore" } do
-    if q[field] ~= nil then
-      if version ~= 2 then
-        raise(field, "needs API v2 (give project_id and environment_id); v1 cannot filter by time")
-      end
-      local t, msg = time.to_epoch(q[field])
-      if not t then raise(field, msg) end
-      p.query[wire] = time.iso_utc(t)
-    end
+-- expand: a list (or one name); the server refuses "a,b".
+local function expand_arg(q)
+  local v = q.expand
+  if type(v) == "string" and v:find(",", 1, true) then
+    raise("expand", 'takes a list such as {"companies", "memberships"}; the server refuses '
+      .. "comma-separated values")
   end
-  return p
+  local list = check.strings(q, "expand", { allowed = EXPAND })
+  if list and #list == 0 then return nil end
+  return list
 end
 
--- Resolves the server's `next` link against the base URL (RFC 3986 for the
--- forms servers send) and refuses one that would take the key elsewhere.
-local function resolve(base, link)
-  local origin = base:match("^(https?://[^/]+)")
-  if link:match("^https?://") then
-    if link:match("^(https?://[^/]+)") ~= origin then
-      error(errors.new{ kind = "decode", message = "next link points to another host: " .. link }, 0)
-    end
-    return link
+local function email_arg(q)
+  local e = check.string(q, "email")
+  if e and not e:match("^[^%s@]+@[^%s@]+%.[^%s@]+$") then
+    raise("email", "must be an email address (the server refuses anything else), got " .. e)
   end
-  if link:sub(1, 1) == "/" then return origin .. link end
-  return (base:gsub("[^/]*$", "")) .. link
+  return e
+end
+
+-- since/until for v2's createdAfter/createdBefore (both inclusive). A
+-- date-only string goes as given: the server reads a date-only
+-- createdBefore as the whole day. Anything else becomes UTC ISO with ms
+-- (the server refuses a datetime without a zone; here one is read as UTC).
+-- @return the wire value and the instant it stands for
+local function bound(q, field, upper)
+  local v = q[field]
+  local t, msg = time.to_epoch(v)
+  if not t then raise(field, msg) end
+  if type(v) == "string" and v:match("^%d%d%d%d%-%d%d%-%d%d$") then
+    return v, upper and t + 86400 - 0.001 or t
+  end
+  t = floor(t * 1000 + 0.5) / 1000 -- whole milliseconds, as the server keeps them
+  return time.iso_utc(t), t
+end
+
+-- attributes: a map of names to values (core.null unsets one). v2 also
+-- checks the server's codeName rule, so a typo cannot create an attribute.
+local function attributes_arg(a, field, version)
+  if a == nil then return nil end
+  if type(a) ~= "table" then
+    raise(field, "must be a table of name = value, got " .. (a == null and "null" or type(a)))
+  end
+  for k in pairs(a) do
+    if type(k) ~= "string" then
+      raise(field, "must be a table of name = value (keys are strings), not a list")
+    end
+    if version == 2 and not (k:match("^%a[%w_]+$") and #k <= 100) then
+      raise(field .. "." .. k, "is not a valid attribute name (a letter, then letters, digits or "
+        .. "underscores; 2 to 100 characters)")
+    end
+  end
+  return a
+end
+
+-- v1 upsert companies / memberships: lists of {id=, attributes=} or
+-- {company={id=, attributes=}, attributes=}. An empty list is left out.
+local function companies_arg(list, field, nested)
+  if list == nil then return nil end
+  if type(list) ~= "table" then raise(field, "must be a list of tables, got " .. type(list)) end
+  local n = #list
+  for k in pairs(list) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
+      raise(field, "must be a list, not a map")
+    end
+  end
+  if n == 0 then return nil end
+  local out = {}
+  for i = 1, n do
+    local item, f = list[i], ("%s[%d]"):format(field, i)
+    if type(item) ~= "table" then raise(f, "must be a table") end
+    local co, cf = item, f
+    if nested then co, cf = item.company, f .. ".company" end
+    if type(co) ~= "table" then raise(cf, "must be a table {id = ..., attributes = ...}") end
+    local cid = id_arg(co.id, cf .. ".id")
+    if not cid:find("%S") then raise(cf .. ".id", "must not be blank") end
+    local c = { id = cid, attributes = attributes_arg(co.attributes, cf .. ".attributes", 1) }
+    if nested then
+      out[i] = { company = c, attributes = attributes_arg(item.attributes, f .. ".attributes", 1) }
+    else
+      out[i] = c
+    end
+  end
+  return out
+end
+
+local function known(t, allowed, what)
+  for k in pairs(t) do
+    if type(k) ~= "string" or not allowed[k] then
+      local names = {}
+      for a in pairs(allowed) do names[#names + 1] = a end
+      table.sort(names)
+      raise(tostring(k), "is not a known " .. what .. " key (known: " .. table.concat(names, ", ") .. ")")
+    end
+  end
+end
+
+-- ------------------------------------------------------------ the user shape
+
+-- JSON nulls out, whole numbers to integers (5.3+), in one walk.
+local function tidy(t)
+  for k, v in pairs(t) do
+    if v == null then
+      t[k] = nil
+    elseif type(v) == "table" then
+      tidy(v)
+    elseif tointeger and type(v) == "number" and v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+      t[k] = tointeger(v)
+    end
+  end
+end
+
+-- createdAt is always Date.toISOString() ("2025-01-01T00:01:00.000Z"): a
+-- fast path for that form (users of a page mostly share their day), the
+-- general parser for anything else.
+local last_day, last_day_t
+local function created(s)
+  if type(s) ~= "string" then return nil end
+  local day, h, mi, sec, ms = s:match("^(%d%d%d%d%-%d%d%-%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d)Z$")
+  if not day then return norm.time(s) end
+  if day ~= last_day then
+    local t = norm.time(day)
+    if not t then return nil end
+    last_day, last_day_t = day, t
+  end
+  local t = last_day_t + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+  if ms ~= "000" then t = t + tonumber(ms) / 1000 end
+  return t
 end
 
 local function map(u)
-  norm.strip_nulls(u)
+  tidy(u)
   u.id = norm.id(u.id)
-  if type(u.attributes) == "table" and type(u.attributes.email) == "string" then
-    u.email = u.attributes.email
+  local a = u.attributes
+  if type(a) == "table" and type(a.email) == "string" then u.email = a.email end
+  u.first_seen = created(u.createdAt)
+  local ms = u.memberships
+  if type(ms) == "table" then
+    for i = 1, #ms do
+      local m = ms[i]
+      if type(m) == "table" then
+        m.id, m.companyId, m.userId = norm.id(m.id), norm.id(m.companyId), norm.id(m.userId)
+        if type(m.company) == "table" then m.company.id = norm.id(m.company.id) end
+      end
+    end
   end
-  u.first_seen = norm.time(u.createdAt)
+  local cs = u.companies
+  if type(cs) == "table" then
+    for i = 1, #cs do
+      if type(cs[i]) == "table" then cs[i].id = norm.id(cs[i].id) end
+    end
+  end
   return u
 end
 
+local function not_a_user(body)
+  if type(body) ~= "table" or body.id == nil then
+    error(errors.new{ kind = "decode", message = "response is not a user object" }, 0)
+  end
+  return body
+end
+
+-- ------------------------------------------------------------ paging
+
+local function decode_error(message)
+  error(errors.new{ kind = "decode", message = message }, 0)
+end
+
+-- Resolves a link the server sent against the URL it answered. An absolute
+-- link is followed on the configured host only (the key never goes
+-- elsewhere); a root-relative one keeps the base URL's path prefix, for a
+-- server behind a proxy that strips it.
+local function resolve(base, current, link)
+  local origin, prefix = base:match("^(https?://[^/]+)(.*)$")
+  if link:match("^%a[%w+.-]*:") then
+    local path = link:match("^https?://[^/?#]*(.*)$")
+    if not path then decode_error("link is not an http(s) URL: " .. link) end
+    link = path ~= "" and path or "/"
+  end
+  if link:sub(1, 1) == "/" then
+    if prefix ~= "" and link:sub(1, #prefix + 1) ~= prefix .. "/" then link = prefix .. link end
+    return origin .. link
+  end
+  local here = current:match("^[^?#]*")
+  if link:sub(1, 1) == "?" then return here .. link end
+  return (here:gsub("[^/]*$", "")) .. link
+end
+
+local function cursor_of(url)
+  local c = url:match("[?&]cursor=([^&#]*)")
+  if not c then return nil end
+  return (c:gsub("%+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function link_of(c, current, v, name)
+  if v == nil or v == null then return nil end
+  if type(v) ~= "string" or v == "" then decode_error("'" .. name .. "' is neither a link nor null") end
+  return resolve(c.base_url, current, v)
+end
+
 local listing = {
-  prepare = prepare,
-  first = function() return false end, -- false: the first page, built from the query
-  request = function(_, p, next_url)
-    if next_url then return { method = "GET", url = next_url } end
-    return { method = "GET", path = p.path, query = p.query }
+  prepare = function(c, q)
+    check.known(q, LIST)
+    local path, version = scope(c, q)
+    local p = {
+      path = path, version = version,
+      max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
+      dedupe = check.boolean(q, "dedupe"),
+    }
+    p.query = {
+      email = email_arg(q),
+      segmentId = check.string(q, "segment_id"),
+      companyId = check.string(q, "company_id"),
+      orderBy = check.enum(q, "order_by", ORDER),
+      expand = expand_arg(q),
+      limit = check.int(q, "limit", 1, 100) or 100,
+      cursor = check.string(q, "cursor"),
+    }
+    if (q.since ~= nil or q["until"] ~= nil) and version ~= 2 then
+      raise(q.since ~= nil and "since" or "until",
+        "needs API v2 (give project_id and environment_id): v1 cannot filter by time")
+    end
+    local from, to
+    if q.since ~= nil then p.query.createdAfter, from = bound(q, "since", false) end
+    if q["until"] ~= nil then p.query.createdBefore, to = bound(q, "until", true) end
+    if from and to and to < from then raise("until", "is before 'since'") end
+    return p
   end,
-  parse = function(c, body, _, current)
+  first = function() return false end, -- false: the first page, built from the query
+  request = function(c, p, next_url)
+    -- path: what the pager names in a decode error (the link is under the base URL)
+    if next_url then return { method = "GET", url = next_url, path = next_url:sub(#c.base_url + 1) } end
+    return { method = "GET", url = c.base_url .. p.path, path = p.path, query = p.query }
+  end,
+  parse = function(c, body, p, current)
     local results = type(body) == "table" and body.results
-    if type(results) ~= "table" then
-      error(errors.new{ kind = "decode", message = "response has no 'results' array" }, 0)
+    if type(results) ~= "table" then decode_error("response has no 'results' array") end
+    local url = current or (c.base_url .. p.path)
+    if #results == 0 and p.version == 2 and (current or p.query.cursor) then
+      -- v2 answers a cursor whose user is gone with an empty last page
+      error(errors.new{ kind = "api", status = 200, code = "E1007", message = "v2 answered an "
+        .. "empty page for a cursor: its user was deleted meanwhile, so the listing may be "
+        .. "incomplete; restart it" }, 0)
     end
     for i = 1, #results do map(results[i]) end
-    local nxt = body.next
-    if nxt == core.null or nxt == nil then return results, nil, {} end
-    if type(nxt) ~= "string" or nxt == "" then
-      error(errors.new{ kind = "decode", message = "'next' is neither a link nor null" }, 0)
+    local facts = { previous = link_of(c, url, body.previous, "previous") }
+    local nxt = link_of(c, url, body.next, "next")
+    if nxt == nil then return results, nil, facts end
+    if nxt == current then
+      error(errors.new{ kind = "api", message = "the server sent the same next link twice: "
+        .. nxt }, 0)
     end
-    local url = resolve(c.base_url, nxt)
-    if url == current then
-      error(errors.new{ kind = "loop", message = "the server sent the same next link twice: " .. nxt }, 0)
-    end
-    return results, url, { next = url }
+    facts.next, facts.cursor = nxt, cursor_of(nxt)
+    return results, nxt, facts
   end,
   key = function(u) return u.id end,
 }
 
+-- ------------------------------------------------------------ one user
+
 local methods = {}
 
-local function check_id(id, fname)
-  if type(id) ~= "string" or id == "" then
-    error(("userlist.usertour: bad argument #1 to '%s' (non-empty string id expected)"):format(fname), 3)
+-- Runs fn and returns its result, or nil, err for a userlist error.
+local function protect(fn)
+  local ok, a = pcall(fn)
+  if ok then return a end
+  if errors.is(a) then
+    a.provider = a.provider or "usertour"
+    return nil, a
   end
+  error(a, 0)
 end
 
-local function one(self, req, q)
-  local path = users_path(self, q)
-  req.path = path .. (req.path or "")
-  local res, err = self:_call(req)
+local function call(c, req)
+  local res, err = c:_call(req)
   if not res then error(err, 0) end
   return res
 end
 
---- `client:user(id, {expand = ...})`: one user, or nil, err (404: E1001).
+--- `client:user(id, {expand = ..., project_id =, environment_id =})`
+-- @return the user, or nil, err (unknown id: status 404, code E1001)
 function methods:user(id, q)
-  check_id(id, "user")
-  return errors.protect(function()
-    q = q or {}
-    check.known(q, { expand = true, project_id = true, environment_id = true })
-    local res = one(self, { method = "GET", path = "/" .. core.escape(id),
-      query = { expand = check.strings(q, "expand", { allowed = EXPAND }) } }, q)
-    return map(res.body)
+  return protect(function()
+    id = id_arg(id, "id")
+    q = q == nil and {} or q
+    check.known(q, ONE)
+    local path = scope(self, q)
+    local res = call(self, { method = "GET", path = path .. "/" .. segment(id),
+                             query = { expand = expand_arg(q) } })
+    return map(not_a_user(res.body))
   end)
 end
 
---- `client:upsert{id = ..., attributes = {...}, companies = ...}`: creates or
--- updates a user; returns the stored user or nil, err.
-function methods:upsert(user, q)
-  if type(user) ~= "table" then
-    error("userlist.usertour: bad argument #1 to 'upsert' (user table expected)", 2)
-  end
-  return errors.protect(function()
-    q = q or {}
-    check.known(q, { project_id = true, environment_id = true })
-    local id = user.id
-    if type(id) ~= "string" or id == "" then raise("id", "must be a non-empty string") end
-    if user.attributes ~= nil and type(user.attributes) ~= "table" then
-      raise("attributes", "must be a table")
+--- `client:upsert{id =, attributes =, companies =, memberships =}` or
+-- `client:upsert(id, attributes)`, then optionally `{project_id =, environment_id =}`.
+-- v1: `POST /v1/users` (201); v2: `PUT .../users/{id}` with `{attributes}`
+-- only (200). Attributes merge into the stored ones.
+-- @return the stored user (not expanded), or nil, err
+function methods:upsert(a, b, c)
+  return protect(function()
+    local user, q
+    if type(a) == "table" then
+      user, q = a, b
+    else
+      user, q = { id = a, attributes = b }, c
     end
-    local res = one(self, { method = "POST", json = user }, q)
-    return type(res.body) == "table" and map(res.body) or { id = id }
+    q = q == nil and {} or q
+    check.known(q, SCOPE)
+    known(user, UPSERT, "user")
+    local path, version = scope(self, q)
+    local id = id_arg(user.id, "id")
+    if not id:find("%S") then raise("id", "must not be blank") end
+    local attrs = attributes_arg(user.attributes, "attributes", version)
+    local res
+    if version == 2 then
+      for _, k in ipairs{ "companies", "memberships" } do
+        if user[k] ~= nil then
+          raise(k, "cannot be set through the v2 user upsert (it takes attributes only)")
+        end
+      end
+      res = call(self, { method = "PUT", path = path .. "/" .. segment(id),
+                         json = { attributes = attrs or {} } })
+    else
+      res = call(self, { method = "POST", path = path, json = {
+        id = id, attributes = attrs,
+        companies = companies_arg(user.companies, "companies", false),
+        memberships = companies_arg(user.memberships, "memberships", true),
+      } })
+    end
+    return map(not_a_user(res.body))
   end)
 end
 
---- `client:delete(id)`: true, or nil, err (404: E1001).
+--- `client:delete(id, {project_id =, environment_id =})`: permanent.
+-- @return true, or nil, err (unknown id: status 404, code E1001)
 function methods:delete(id, q)
-  check_id(id, "delete")
-  return errors.protect(function()
-    q = q or {}
-    check.known(q, { project_id = true, environment_id = true })
-    one(self, { method = "DELETE", path = "/" .. core.escape(id) }, q)
+  return protect(function()
+    id = id_arg(id, "id")
+    q = q == nil and {} or q
+    check.known(q, SCOPE)
+    local path = scope(self, q)
+    call(self, { method = "DELETE", path = path .. "/" .. segment(id) })
     return true
   end)
+end
+
+-- ------------------------------------------------------------ errors
+
+-- {"error": {"code": "E1017", "message": "...", "doc_url": "...", "issues"?: [...]}};
+-- Nest's own 404 for an unknown v1 route: {"message", "error", "statusCode"}.
+local function map_error(err)
+  local b = err.body
+  if type(b) ~= "table" then return end
+  local e = b.error
+  if type(e) == "table" then
+    if type(e.code) == "string" then err.code = e.code end
+    if type(e.message) == "string" then err.message = e.message end
+    if type(e.issues) == "table" and e.issues ~= null then
+      err.issues = e.issues
+      local parts = {}
+      for i = 1, #e.issues do
+        local s = e.issues[i]
+        if type(s) == "table" and type(s.message) == "string" then
+          parts[#parts + 1] = (type(s.path) == "string" and s.path ~= "" and (s.path .. ": ") or "")
+            .. s.message
+        end
+      end
+      if #parts > 0 and err.message ~= parts[1] then
+        err.message = (err.message or "") .. " (" .. table.concat(parts, "; ") .. ")"
+      end
+    end
+  elseif type(b.message) == "string" then
+    err.message = b.message
+  end
+  local v2 = type(err.url) == "string" and err.url:find("/v2/projects/", 1, true) ~= nil
+  if err.code == "E1007" then
+    err.message = (err.message or "Invalid cursor parameter")
+      .. " (the cursor's user no longer exists: restart the listing)"
+  elseif err.code == "E1000" then
+    err.message = (err.message or "Invalid API key") .. (v2
+      and " (v2 takes a personal token utp_...; an environment key ak_... works only on v1,"
+        .. " without project_id and environment_id)"
+      or " (v1 takes an environment key ak_...; a utp_... token needs project_id and"
+        .. " environment_id, API v2)")
+  end
 end
 
 return client.define{
@@ -172,16 +457,5 @@ return client.define{
   options = { project_id = "string", environment_id = "string" },
   listing = listing,
   methods = methods,
-  -- {"error": {"code": "E1017", "message": "...", "doc_url": "..."}}
-  error = function(err)
-    local b = err.body
-    local e = type(b) == "table" and b.error
-    if type(e) ~= "table" then return end
-    if type(e.code) == "string" then err.code = e.code end
-    if type(e.message) == "string" then err.message = e.message end
-    if err.code == "E1007" then
-      err.message = (err.message or "Invalid cursor parameter")
-        .. " (the cursor's user no longer exists: restart the listing)"
-    end
-  end,
+  error = map_error,
 }

@@ -99,12 +99,17 @@ local function row(u, task, with_tokens)
   return s .. "}"
 end
 
--- task_ids -> set of task numbers (unknown ids match nothing).
+-- task_ids -> set of task numbers (unknown ids match nothing), or nil and
+-- an error response: none given (400), or one of another organisation's
+-- tasks ("org2-..."), which the server refuses with 403.
 local function task_set(q)
   local ids = util.values(q, "task_ids")
-  if #ids == 0 then return nil end
+  if #ids == 0 then return nil, bad("query.task_ids: Field required") end
   local want = {}
   for _, id in ipairs(ids) do
+    if id:find("^org2%-") then
+      return nil, M.error(403, "task_ids include items outside the caller's org")
+    end
     local t = tonumber(id:match("^task%-([123])$"))
     if t then want[t] = true end
   end
@@ -113,8 +118,7 @@ end
 
 local function list(req, ctx)
   local q = req.query
-  local want = task_set(q)
-  if not want then return bad("query.task_ids: Field required") end
+  if #util.values(q, "task_ids") == 0 then return bad("query.task_ids: Field required") end
   local page, size = util.last(q, "page"), util.last(q, "page_size")
   page = page == nil and 0 or util.int(page)
   size = size == nil and 10 or util.int(size)
@@ -122,7 +126,8 @@ local function list(req, ctx)
   if page < 0 then return bad("page must be greater than or equal to 0") end
   if not size then return bad("query.page_size: Input should be a valid integer") end
   if size < 1 or size > 5000 then
-    return bad("page_size must be greater than 0 and less than or equal to 5000")
+    -- the server's own words; 5000 itself is accepted
+    return bad("Invalid page size, must be greater than 0 and less than 5000")
   end
   local sort = util.last(q, "sort") or "desc"
   if sort ~= "asc" and sort ~= "desc" then
@@ -133,6 +138,9 @@ local function list(req, ctx)
   local to
   to, err = time_param(util.last(q, "end_time"), "end_time")
   if err then return bad(err) end
+  -- the parameters are valid; now the caller's rights on the tasks
+  local want, refused = task_set(q)
+  if not want then return refused end
 
   -- earliest_start_time = BASE + 60 i: the window is a range of indices
   local a, b = 1, ctx.users
@@ -179,8 +187,8 @@ local function list(req, ctx)
 end
 
 local function detail(req, ctx, raw_id)
-  local want = task_set(req.query)
-  if not want then return bad("query.task_ids: Field required") end
+  local want, refused = task_set(req.query)
+  if not want then return refused end
   local id = util.unescape_path(raw_id)
   local i = data.index(id)
   local rows = (i and i <= ctx.users) and rows_of(i, want) or {}

@@ -1,7 +1,9 @@
 --- Helicone: POST /v1/user/query (seed 000) and POST /v1/user/metrics/query.
 -- Quirks kept: LIMIT 100 with no order, *UnixSeconds read as milliseconds on
 -- the seed endpoint, 422 on unknown body fields, `count` ignoring the filter,
--- limit > 1000 -> 400, database errors as 200 {"data":null,"error":...}.
+-- limit > 1000 -> 400, database errors as 200 {"data":null,"error":...} on the
+-- seed endpoint and 400 on metrics, the first `sort` key only, no sort =
+-- last_active desc, timeZoneDifferenceMinutes subtracted whatever its sign.
 local data = require "emu.data"
 local order = require "emu.order"
 local store = require "emu.store"
@@ -201,16 +203,36 @@ local function query_row(u, cfg)
     str(u.id), cfg.helicone_cost_field, data.usd(u.cost))
 end
 
-local function metrics_row(u, cfg)
+-- data.iso_ms with the date part cached: a million-user listing formats two
+-- times per row.
+local day_prefix, days_cached = {}, 0
+local function iso_ms(t)
+  if t ~= floor(t) then return data.iso_ms(t) end
+  local day = floor(t / 86400)
+  local p = day_prefix[day]
+  if not p then
+    p = data.iso(day * 86400):sub(1, 11) -- "2025-01-01T"
+    if days_cached >= 4096 then day_prefix, days_cached = {}, 0 end
+    day_prefix[day], days_cached = p, days_cached + 1
+  end
+  local s = t - day * 86400
+  return fmt("%s%02d:%02d:%02d.000Z", p, floor(s / 3600), floor(s % 3600 / 60), s % 60)
+end
+
+-- first_active/last_active: ClickHouse DateTime minus `shift` seconds (see
+-- metrics_query), read by JavaScript's new Date() in a UTC process and sent
+-- as toISOString(). active_for and rate_limited_count are passed through
+-- from ClickHouse unconverted, so they are strings with string totals too.
+local function metrics_row(u, cfg, shift)
   local q = totals_format(cfg)
-  local s = fmt('{"id":"%s","user_id":"%s","active_for":%d,"first_active":"%s","last_active":"%s",'
-    .. '"total_requests":' .. q .. ',"average_requests_per_day_active":%.4f,'
+  local s = fmt('{"id":"%s","user_id":"%s","active_for":' .. q .. ',"first_active":"%s",'
+    .. '"last_active":"%s","total_requests":' .. q .. ',"average_requests_per_day_active":%.4f,'
     .. '"average_tokens_per_request":%.4f,"total_prompt_tokens":' .. q
     .. ',"total_completion_tokens":' .. q .. ',"cost":%s',
-    u.id, u.id, u.active_for, data.clickhouse(u.first), data.clickhouse(u.last), u.requests,
+    u.id, u.id, u.active_for, iso_ms(u.first - shift), iso_ms(u.last - shift), u.requests,
     u.requests / max(u.active_for, 1), u.tokens / u.requests, u.prompt_tokens,
     u.completion_tokens, data.usd(u.cost))
-  if u.rate_limited then s = s .. ',"rate_limited_count":' .. u.rate_limited end
+  if u.rate_limited then s = s .. ',"rate_limited_count":' .. fmt(q, u.rate_limited) end
   return s .. "}"
 end
 
@@ -233,6 +255,9 @@ local function user_query(body, ctx)
   end
   check_time_filter(details, body.timeFilter)
   if next(details) then return invalid(details) end
+  if ctx.cfg.helicone_error then -- database errors: 200 with `error` (no setStatus)
+    return util.json(200, '{"data":null,"error":' .. str(ctx.cfg.helicone_error) .. "}")
+  end
 
   local cfg, n = ctx.cfg, ctx.users
   -- the bug: *UnixSeconds go to new Date(), which reads milliseconds
@@ -250,6 +275,11 @@ local function user_query(body, ctx)
     for _, id in ipairs(ids) do
       local i = data.index(id)
       if i and i <= n and not seen[i] then seen[i], idx[#idx + 1] = true, i end
+      if id == "" and cfg.helicone_blank_user and not seen[0] then
+        seen[0] = true -- the requests sent with no user id
+        rows[#rows + 1] = query_row({ id = "", requests = 7, prompt_tokens = 700,
+                                      completion_tokens = 350, cost = 7350 }, cfg)
+      end
     end
     -- no ORDER BY: rows come back in hash order, not the order asked
     table.sort(idx, function(a, b)
@@ -282,8 +312,22 @@ local function user_query(body, ctx)
   return util.json(200, '{"data":[' .. concat(rows, ",") .. '],"error":null}')
 end
 
+-- The key the server sorts by: Object.keys(sort)[0], the first key in the
+-- JSON text (cjson's table has no order, so the raw body is read).
+local function first_sort_key(raw, sort)
+  local best
+  for pos, key in raw:gmatch('"sort"%s*:%s*{%s*()"([^"\\]*)"') do
+    if sort[key] ~= nil and (not best or pos < best[1]) then best = { pos, key } end
+  end
+  if best then return best[2] end
+  local names = {}
+  for k in pairs(sort) do names[#names + 1] = k end
+  table.sort(names)
+  return names[1]
+end
+
 -- POST /v1/user/metrics/query: offset paging; `count` ignores the filter.
-local function metrics_query(body, ctx)
+local function metrics_query(body, ctx, req)
   local details = {}
   excess(details, "requestBody", body, { filter = true, offset = true, limit = true,
     timeFilter = true, timeZoneDifferenceMinutes = true, sort = true })
@@ -301,7 +345,8 @@ local function metrics_query(body, ctx)
         message = "Could not match the union against any of the items.", value = body.filter }
     end
   end
-  local field, asc
+  -- no sort: the server's default {last_active: "desc"}
+  local field, asc = "last_active", false
   if body.sort ~= nil then
     if type(body.sort) ~= "table" or (is_list(body.sort) and #body.sort > 0) then
       details["requestBody.sort"] = { message = "invalid object", value = body.sort }
@@ -317,8 +362,7 @@ local function metrics_query(body, ctx)
         end
         names[#names + 1] = k
       end
-      table.sort(names)
-      field = names[1]
+      field = #names > 0 and first_sort_key(req.body, body.sort) or nil
       asc = field and body.sort[field] == "asc"
     end
   end
@@ -331,13 +375,19 @@ local function metrics_query(body, ctx)
     return util.json(400, '{"data":null,"error":"Error executing query: LIMIT and OFFSET must be'
       .. ' non-negative integers"}')
   end
+  if ctx.cfg.helicone_error then -- the controller answers result errors with 400
+    return db_error(400, ctx.cfg.helicone_error)
+  end
 
   local cfg, n = ctx.cfg, ctx.users
   local window
-  if body.timeFilter then -- this endpoint reads real seconds
+  if body.timeFilter then -- this endpoint reads real seconds (gt / lt)
     local from, to = body.timeFilter.startTimeUnixSeconds, body.timeFilter.endTimeUnixSeconds
-    window = function(u) return u.last >= from and u.first <= to end
+    window = function(u) return u.last > from and u.first < to end
   end
+  -- toDateTime(min(t) - INTERVAL |tz| minute) for tz > 0, and
+  -- toDateTime(min(t) + INTERVAL 'tz minute') for tz <= 0: both subtract |tz|
+  local shift = math.abs(body.timeZoneDifferenceMinutes or 0) * 60
   if body.filter == "all" then pred = nil end
 
   local at
@@ -346,14 +396,17 @@ local function metrics_query(body, ctx)
     at = order.at(n, "helicone:" .. field,
       key and function(i) return key(data.user(i)) end or nil, asc)
   else
-    -- no sort: the order is undefined; it changes from request to request
+    -- sort {}: ORDER BY a constant, the order is undefined; it changes from
+    -- request to request
     local r = n > 0 and (ctx.seq * 7919) % n or 0
     at = function(k) return (k - 1 + r) % n + 1 end
   end
 
   local rows = {}
   if not pred and not window then
-    for k = offset + 1, min(n, offset + limit) do rows[#rows + 1] = metrics_row(data.user(at(k)), cfg) end
+    for k = offset + 1, min(n, offset + limit) do
+      rows[#rows + 1] = metrics_row(data.user(at(k)), cfg, shift)
+    end
   elseif limit > 0 then
     local skipped = 0
     for k = 1, n do
@@ -362,7 +415,7 @@ local function metrics_query(body, ctx)
         if skipped < offset then
           skipped = skipped + 1
         else
-          rows[#rows + 1] = metrics_row(u, cfg)
+          rows[#rows + 1] = metrics_row(u, cfg, shift)
           if #rows >= limit then break end
         end
       end
@@ -395,9 +448,6 @@ function M.handle(req, ctx)
     res.headers["Retry-After"] = tostring(w.reset)
     return res
   end
-  if ctx.cfg.helicone_error then
-    return util.json(200, '{"data":null,"error":' .. str(ctx.cfg.helicone_error) .. "}")
-  end
   if req.body:match("^%s*$") then
     return invalid({ requestBody = { message = "'requestBody' is required" } })
   end
@@ -409,7 +459,7 @@ function M.handle(req, ctx)
   if type(body) ~= "table" or (is_list(body) and #body > 0) then
     return invalid({ requestBody = { message = "invalid object", value = body } })
   end
-  return route(body, ctx)
+  return route(body, ctx, req)
 end
 
 --- Every response carries the draft-6 RateLimit-* headers.

@@ -9,7 +9,7 @@ local util = require "emu.util"
 local M = {}
 
 local KEY = "ol-emu-key"
-local fmt, concat, min = string.format, table.concat, math.min
+local fmt, concat, min, floor = string.format, table.concat, math.min, math.floor
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
 local COLUMNS = {
@@ -72,6 +72,11 @@ local function filter_of(f)
       local op, v = c.operator, c.value
       if SET_OPS[op] then
         if not is_list(v) then return nil, where .. ".value must be an array" end
+        for _, x in ipairs(v) do
+          if type(x) ~= "string" and type(x) ~= "number" then
+            return nil, where .. ".value items must be strings or numbers"
+          end
+        end
         if op == "one_of" or op == "none_of" then
           local set = {}
           for _, x in ipairs(v) do set[x] = true end
@@ -147,10 +152,30 @@ local function filter_of(f)
   end
 end
 
+-- Rows are built by concatenation with the date part of each time cached
+-- (a million-user listing writes two million dates): about twice as fast as
+-- string.format with data.iso, same bytes.
+local D2 = {}
+for k = 0, 99 do D2[k] = fmt("%02d", k) end
+local days, ndays = {}, 0
+
+local function iso(t)
+  local d = floor(t / 86400)
+  local s = t - d * 86400
+  local date = days[d]
+  if not date then
+    if ndays >= 4096 then days, ndays = {}, 0 end
+    date = data.iso(d * 86400):sub(1, 11) -- "2025-01-01T"
+    days[d], ndays = date, ndays + 1
+  end
+  return date .. D2[floor(s / 3600)] .. ":" .. D2[floor(s / 60) % 60] .. ":" .. D2[s % 60] .. "Z"
+end
+
 local function row(u)
-  return fmt('{"id":"%s","dateOfFirstRecord":"%s","dateOfLastRecord":"%s","sessions":%d,'
-    .. '"records":%d,"tokens":%d.0,"cost":%s}', u.id, data.iso(u.first), data.iso(u.last),
-    u.sessions, u.requests, u.tokens, data.usd(u.cost))
+  return '{"id":"' .. u.id .. '","dateOfFirstRecord":"' .. iso(u.first)
+    .. '","dateOfLastRecord":"' .. iso(u.last) .. '","sessions":' .. fmt("%d", u.sessions)
+    .. ',"records":' .. fmt("%d", u.requests) .. ',"tokens":' .. fmt("%d", u.tokens)
+    .. '.0,"cost":' .. data.usd(u.cost) .. "}"
 end
 
 function M.handle(req, ctx)

@@ -116,7 +116,7 @@ local function companies_of(u)
 end
 
 local function matches(u, f)
-  if f.email and (email_of(u) or ""):lower() ~= f.email then return false end
+  if f.email and email_of(u) ~= f.email then return false end
   if f.segment and not (u.i and u.i % 5 == f.segment) then return false end
   if f.after or f.before then
     local t = created_ms(u)
@@ -327,7 +327,7 @@ local function list(req, ctx, v2)
     if #email > 1 or not valid_email(email[1]) then
       return invalid("email must be an email", v2, "email")
     end
-    f.email = email[1]:lower()
+    f.email = email[1] -- exact: Prisma `equals` on attributes.email (the docs say case-insensitive)
   end
   local company = util.last(q, "companyId")
   if company and company ~= "" then

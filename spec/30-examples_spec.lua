@@ -1,0 +1,47 @@
+-- Every script in examples/ runs against the emulator, as a user would run
+-- it, in a child process of the Lua under test, and exits 0 with its output.
+local emu = require "support.emu"
+
+local lua = assert(os.getenv("USERLIST_LUA"), "USERLIST_LUA is unset: run the specs with make test")
+
+local function run(script)
+  local out = os.tmpname()
+  local cmd = ("USERLIST_EMU_HTTP='%s' %s %s >%s 2>&1; echo $?"):format(emu.http, lua, script, out)
+  local p = assert(io.popen(cmd))
+  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  local f = assert(io.open(out))
+  local text = f:read("*a")
+  f:close()
+  os.remove(out)
+  return status, text
+end
+
+describe("examples", function()
+  before_each(function() emu.reset() end)
+
+  local expect = {
+    ["examples/demo.lua"] = { "Helicone", "Openlayer", "Arthur", "Usertour", "1234 users listed" },
+    ["examples/helicone.lua"] = { "user%-%d%d%d%d%d%d%d" },
+    ["examples/openlayer.lua"] = { "user%-%d%d%d%d%d%d%d" },
+    ["examples/arthur.lua"] = { "user%-%d%d%d%d%d%d%d", "users in all" },
+    ["examples/usertour.lua"] = { "user%-%d%d%d%d%d%d%d" },
+  }
+  for script, patterns in pairs(expect) do
+    it(script .. " runs against the emulator and exits 0", function()
+      local status, text = run(script)
+      assert.equal(0, status, text)
+      for _, pat in ipairs(patterns) do assert.matches(pat, text) end
+      -- the emulator's keys never reach the output
+      for _, key in pairs(emu.keys) do assert.is_nil(text:find(key, 1, true), key) end
+    end)
+  end
+
+  it("the demo exits non-zero with a clear message when no emulator is given", function()
+    local p = assert(io.popen(("env -u USERLIST_EMU_HTTP %s examples/demo.lua 2>&1; echo $?"):format(lua)))
+    local text = p:read("*a")
+    p:close()
+    assert.matches("USERLIST_EMU_HTTP is unset", text)
+    assert.matches("2%s*$", text)
+  end)
+end)
