@@ -434,10 +434,13 @@ static void retry_facts(lua_State *L, int err, long status, int h)
     double secs;
     size_t len;
     const char *v;
+    /* a request the server judged wrong or unauthorised fails the same way
+     * every time: never retried, whatever x-should-retry says */
+    int never = status == 400 || status == 401 || status == 403 || status == 404 || status == 422;
     lua_getfield(L, h, "x-should-retry");
     v = lua_tostring(L, -1);
     if (v != NULL && strcmp(v, "true") == 0)
-        retryable = 1;
+        retryable = !never;
     else if (v != NULL && strcmp(v, "false") == 0)
         retryable = 0;
     lua_pop(L, 1);

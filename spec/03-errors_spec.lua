@@ -64,8 +64,15 @@ describe("core errors", function()
     it("lets x-should-retry override the status rule both ways", function()
       local err = expect_error("http", fetch{ status = 500, headers = { ["x-should-retry"] = "false" } })
       assert.is_false(err.retryable)
-      err = expect_error("http", fetch{ status = 400, headers = { ["x-should-retry"] = "true" } })
+      err = expect_error("http", fetch{ status = 418, headers = { ["x-should-retry"] = "true" } })
       assert.is_true(err.retryable)
+    end)
+
+    it("never marks 400, 401, 403, 404 or 422 retryable, even with x-should-retry: true", function()
+      for _, status in ipairs{ 400, 401, 403, 404, 422 } do
+        local err = expect_error("http", fetch{ status = status, headers = { ["x-should-retry"] = "true" } })
+        assert.is_false(err.retryable, status)
+      end
     end)
 
     it("keeps a non-JSON error body as a short raw excerpt", function()

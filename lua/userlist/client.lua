@@ -21,7 +21,8 @@ local SESSION_OPTIONS = {
 }
 local CLIENT_OPTIONS = {
   api_key = "string", base_url = "string", headers = "table", max_retries = "number",
-  loading_timeout = "number", sleep = "function",
+  loading_timeout = "number", sleep = "function", max_retry_wait = "number",
+  deadline = "number", on_event = "function",
 }
 
 local function default_sleep(secs)
@@ -54,34 +55,86 @@ function Client:close()
   end
 end
 
--- Waits before another try: the server's word if it gave one, else
--- exponential backoff 0.5 s doubling to 8 s, minus up to 25% jitter.
-local function backoff(attempt, retry_after)
-  if retry_after then return math.min(retry_after, 60) end
+-- Waits before another try: the server's word if it gave one (up to the
+-- cap), else exponential backoff 0.5 s doubling to 8 s, minus up to 25% jitter.
+local function backoff(attempt, retry_after, cap)
+  if retry_after then return math.min(retry_after, cap) end
   local base = math.min(0.5 * 2 ^ (attempt - 1), 8)
   return base * (1 - 0.25 * math.random())
 end
 
+--- Hands an event to the on_event hook, if any. Events carry the method and
+-- the URL (never a key), the attempt, and per type: status, kind, wait.
+function Client:_emit(ev)
+  local hook = self._on_event
+  if hook then
+    ev.provider = self.provider
+    hook(ev)
+  end
+end
+
+local function deadline_error(self, req, url, cause)
+  return errors.new{ kind = "timeout", provider = self.provider, method = req.method, url = url,
+    retryable = false, cause = cause,
+    message = ("the deadline of %gs passed%s"):format(self._deadline,
+      cause and (" (last error: " .. (cause.message or cause.kind) .. ")") or "") }
+end
+
+-- Sleeps `secs` for `reason`, unless that would pass the deadline.
+function Client:_wait(secs, reason, req, url, attempt, deadline_at)
+  if deadline_at and core.now() + secs > deadline_at then return false end
+  self:_emit{ type = "wait", reason = reason, wait = secs, method = req.method, url = url,
+              attempt = attempt }
+  self._sleep(secs)
+  return true
+end
+
+-- Rate-limit headers that say the budget is spent: pause the next request
+-- until the reset instead of spending a request on a 429.
+function Client:_note_rate_limit(rl)
+  if rl and rl.remaining == 0 and rl.reset and rl.reset > 0 then
+    self._pause_until = core.now() + math.min(rl.reset, self._max_retry_wait)
+  end
+end
+
 --- The one request path. `req`: {method=, path= (or url=), query=, json=}.
+-- `deadline_at` (core.now() time) bounds the call with its retries and waits;
+-- by default the client's `deadline` option from now.
 -- @return the response (status, headers, body) or nil, err
-function Client:_call(req, session)
+function Client:_call(req, session, deadline_at)
   local def = self._def
   session = session or self:_shared_session()
+  deadline_at = deadline_at or (self._deadline and core.now() + self._deadline)
   local attempt, loading_since = 0, nil
   local loads, waited = 0, 0 -- "still loading" answers and the time slept on them
   local url = req.url or (self.base_url .. req.path)
   while true do
+    local pause = self._pause_until and self._pause_until - core.now()
+    self._pause_until = nil
+    if pause and pause > 0 and not self:_wait(pause, "rate_limit", req, url, attempt + 1, deadline_at) then
+      return nil, deadline_error(self, req, url)
+    end
+    local timeout
+    if deadline_at then
+      local left = deadline_at - core.now()
+      if left <= 0 then return nil, deadline_error(self, req, url) end
+      timeout = math.min(left, self._timeout)
+    end
+    self:_emit{ type = "request", method = req.method, url = url, attempt = attempt + 1 }
     local res, err = session:request{
       method = req.method, url = url, query = req.query, json = req.json,
-      api_key = secrets[self], headers = self._headers,
+      api_key = secrets[self], headers = self._headers, timeout = timeout,
     }
+    self:_emit{ type = "response", method = req.method, url = url, attempt = attempt + 1,
+                status = res and res.status or err.status, kind = err and err.kind }
+    self:_note_rate_limit((res or err).rate_limit)
     if res and def.check then
       local verdict, perr = def.check(res)
       if verdict == "loading" then
         -- the server is still loading the data: ask again for the same page
         local t = core.now()
         loading_since = loading_since or t
-        local wait = backoff(math.min(loads + 1, 4), nil)
+        local wait = backoff(math.min(loads + 1, 4), nil, self._max_retry_wait)
         -- the larger of the clock and the sum of waits: an injected sleep
         -- that does not really sleep still reaches the bound
         if math.max(t - loading_since, waited) + wait > self._loading_timeout then
@@ -90,7 +143,9 @@ function Client:_call(req, session)
             message = ("data still loading after %gs (loading_timeout)"):format(self._loading_timeout) }
         end
         loads, waited = loads + 1, waited + wait
-        self._sleep(wait)
+        if not self:_wait(wait, "loading", req, url, attempt + 1, deadline_at) then
+          return nil, deadline_error(self, req, url)
+        end
         res = false
       elseif perr then
         res, err = nil, perr
@@ -103,7 +158,15 @@ function Client:_call(req, session)
       if def.error then def.error(err) end
       if not (err.retryable and attempt < self._max_retries) then return nil, err end
       attempt = attempt + 1
-      self._sleep(backoff(attempt, err.retry_after))
+      local rl = err.rate_limit
+      local hint = err.retry_after or (rl and rl.remaining == 0 and rl.reset) or nil
+      local wait = backoff(attempt, hint, self._max_retry_wait)
+      self._pause_until = nil -- this wait covers it
+      self:_emit{ type = "retry", method = req.method, url = url, attempt = attempt,
+                  status = err.status, kind = err.kind, wait = wait }
+      if not self:_wait(wait, "retry", req, url, attempt, deadline_at) then
+        return nil, deadline_error(self, req, url, err)
+      end
     end
   end
 end
@@ -163,8 +226,18 @@ function M.define(def)
       _headers = opts.headers,
       _max_retries = opts.max_retries or 2,
       _loading_timeout = opts.loading_timeout or 60,
+      _max_retry_wait = opts.max_retry_wait or 60,
+      _deadline = opts.deadline,
+      _timeout = opts.timeout or 60,
+      _on_event = opts.on_event,
       _sleep = opts.sleep or default_sleep,
     }, mt)
+    for _, name in ipairs{ "max_retry_wait", "deadline", "loading_timeout" } do
+      local v = opts[name]
+      if v ~= nil and not (v >= 0 and v < math.huge) then
+        error(("userlist.%s: bad option '%s' (a number of seconds >= 0 expected)"):format(def.name, name), 2)
+      end
+    end
     if self._max_retries < 0 or self._max_retries ~= math.floor(self._max_retries) then
       error(("userlist.%s: bad option 'max_retries' (a whole number >= 0 expected)"):format(def.name), 2)
     end

@@ -10,6 +10,7 @@
 --   key(user) -> string           optional: identity, for dedupe
 -- }
 -- @module userlist.pager
+local core = require "userlist.core"
 local errors = require "userlist.errors"
 
 local M = {}
@@ -26,6 +27,9 @@ local function open_walk(client, listing, q)
     client = client, listing = listing, p = p,
     state = listing.first(p), number = 0, done = false,
     max_pages = p.max_pages,
+    -- the client's deadline bounds the whole listing, not each request
+    deadline_at = client._deadline and core.now() + client._deadline,
+    seen = {}, -- positions already asked for (cursor, page, offset)
   }
 end
 
@@ -35,6 +39,35 @@ local function close_walk(w)
     w.session:close()
     w.session = nil
   end
+end
+
+-- A position as a set key: a cursor or link, a page number, an offset.
+local function position(state)
+  if type(state) == "table" then state = state.page or state.offset or state.cursor end
+  if type(state) == "string" or type(state) == "number" then return state end
+  return nil
+end
+
+-- A server that sends the listing round in circles would page forever:
+-- stop when the next position was already asked for, or when a page holds
+-- exactly the users of the one before it. Returns a message, or nil.
+local function check_loop(w, items, next_state)
+  local key = w.listing.key or function(u) return u.id end
+  local n = #items
+  local print_ = n > 0 and (n .. "\0" .. tostring(key(items[1])) .. "\0" .. tostring(key(items[n]))) or nil
+  if print_ and print_ == w.last_print then
+    return ("page %d returned exactly the users of page %d; stopping instead of looping")
+      :format(w.number, w.number - 1)
+  end
+  w.last_print = print_
+  local here = position(w.state)
+  if here ~= nil then w.seen[here] = true end
+  local nxt = next_state ~= nil and position(next_state)
+  if nxt ~= nil and w.seen[nxt] then
+    return ("the server pointed back to a position already listed (%s); stopping instead of looping")
+      :format(tostring(nxt))
+  end
+  return nil
 end
 
 -- Fetches the next page of a walk: page table, or nil at the end; raises
@@ -48,7 +81,7 @@ local function next_page(w)
   local client, listing = w.client, w.listing
   w.session = w.session or client:_new_session()
   local req = listing.request(client, w.p, w.state)
-  local res, err = client:_call(req, w.session)
+  local res, err = client:_call(req, w.session, w.deadline_at)
   if not res then
     close_walk(w)
     error(err, 0)
@@ -63,6 +96,12 @@ local function next_page(w)
     error(items, 0)
   end
   w.number = w.number + 1
+  local loop = check_loop(w, items, next_state)
+  if loop then
+    close_walk(w)
+    error(errors.new{ kind = "loop", provider = client.provider, method = req.method,
+      url = req.url or (client.base_url .. req.path), message = loop }, 0)
+  end
   local page = facts or {}
   page.users, page.number, page.status = items, w.number, res.status
   if next_state == nil then
