@@ -3,7 +3,10 @@
 #   make              build userlist.core for Lua 5.4 and LuaJIT (those installed)
 #   make LUA=5.1      build for one Lua ABI (5.1 5.2 5.3 5.4 luajit)
 #   make demo         list users from the bundled emulator
-#   make test         luacheck + busted specs on Lua 5.4 and LuaJIT, against the emulator
+#   make test         luacheck, -Werror builds, specs on Lua 5.4 and LuaJIT against the
+#                     emulator (through Prism), the suite under ASan+UBSan, a short fuzz
+#   make check-mem    the suite under valgrind memcheck and under ASan+UBSan
+#   make fuzz         libFuzzer on the core's response handling (FUZZ_SECONDS=60)
 VERSION   := 0.1.0
 CC        ?= cc
 ABIS      ?= 5.4 luajit
@@ -31,7 +34,7 @@ PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl
 ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
 # The specs run against the emulator, with every request checked by Prism.
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
-PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang luajit2 libluajit2-5.1-dev \
+PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang libclang-rt-14-dev luajit2 libluajit2-5.1-dev \
              $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
@@ -89,11 +92,15 @@ demo: deps-demo
 lint: deps-test
 	luacheck --quiet lua spec examples
 
-# Compiles for every Lua ABI under gcc and clang (warnings are errors), then
-# runs the specs on Lua 5.4 and LuaJIT against the emulator.
+# Compiles for every Lua ABI under gcc and clang (warnings are errors), runs
+# the specs on Lua 5.4 and LuaJIT against the emulator, then the whole suite
+# again on an ASan+UBSan core, and a short bounded fuzzing pass.
+CI_FUZZ_SECONDS ?= 20
 test: deps-test lint compile-check
 	@$(MAKE) --no-print-directory build ABIS="$(ABIS)"
 	@$(RUN_SPECS) $(ABIS)
+	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 compile-check: deps-test
 	@mkdir -p build/check

@@ -241,6 +241,18 @@ describe("pagination safety", function()
     assert.equal(3, count())
   end)
 
+  it("stops with a loop error on a longer cycle too (a, b, c, a, b, c), in flat memory", function()
+    local bodies = {}
+    for i, cur in ipairs{ "a", "b", "c", "a", "b", "c", "a" } do
+      bodies[i] = { body = page_body(2 * i - 1, cur) }
+    end
+    emu.faults(USERS_PATH, bodies)
+    local c = client(10)
+    local err = raised(function() for _ in c:users{ limit = 2 } do end end)
+    assert.equal("loop", err.kind)
+    assert.is_true(count() <= 7, tostring(count()))
+  end)
+
   it("stops with a loop error when a page repeats the users of the page before", function()
     emu.faults(OL_PATH, { { body = '{"items":[{"id":"a"},{"id":"b"}]}' },
                           { body = '{"items":[{"id":"a"},{"id":"b"}]}' } })

@@ -29,7 +29,7 @@ local function open_walk(client, listing, q)
     max_pages = p.max_pages,
     -- the client's deadline bounds the whole listing, not each request
     deadline_at = client._deadline and core.now() + client._deadline,
-    seen = {}, -- positions already asked for (cursor, page, offset)
+    power = 1, steps = 0, -- loop guard state (check_loop)
   }
 end
 
@@ -60,12 +60,18 @@ local function check_loop(w, items, next_state)
       :format(w.number, w.number - 1)
   end
   w.last_print = print_
-  local here = position(w.state)
-  if here ~= nil then w.seen[here] = true end
+  -- Brent's cycle detection: one remembered position, renewed at steps 1,
+  -- 2, 4, 8...; it finds a cycle of any length in flat memory, where a set of
+  -- every cursor seen would grow with the listing.
   local nxt = next_state ~= nil and position(next_state)
-  if nxt ~= nil and w.seen[nxt] then
+  if nxt == nil then return nil end
+  if nxt == position(w.state) or nxt == w.mark then
     return ("the server pointed back to a position already listed (%s); stopping instead of looping")
       :format(tostring(nxt))
+  end
+  w.steps = w.steps + 1
+  if w.steps == w.power then
+    w.mark, w.power, w.steps = nxt, w.power * 2, 0
   end
   return nil
 end
