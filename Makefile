@@ -35,7 +35,7 @@ PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl
 ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
 # The specs run against the emulator, with every request checked by Prism.
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
-PKG_TEST  := $(PKG_DEMO) lua-busted lua-check clang libclang-rt-14-dev luajit2 libluajit2-5.1-dev \
+PKG_TEST  := $(PKG_DEMO) lua-busted lua-check lua-socket clang libclang-rt-14-dev luajit2 libluajit2-5.1-dev \
              $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \

@@ -447,14 +447,16 @@ describe("openlayer", function()
       for _, v in pairs(u) do assert.is_not.equal(core.null, v) end
     end)
 
-    it("keeps a date it cannot read as the server sent it, with first_seen/last_seen nil", function()
-      emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-02-30T10:00:00Z",' ..
+    -- a user whose dates silently went missing would sort and filter wrong
+    it("raises a decode error naming the row and the date field it cannot read", function()
+      emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-01-01T10:00:00Z",' ..
         '"dateOfLastRecord":"2025-01-01T24:00:00Z","sessions":1,"records":1,"tokens":1.0,"cost":0.5}]}' } })
-      local u = all(client(), {})[1]
-      assert.equal("2025-02-30T10:00:00Z", u.dateOfFirstRecord)
-      assert.equal("2025-01-01T24:00:00Z", u.dateOfLastRecord)
-      assert.is_nil(u.first_seen)
-      assert.is_nil(u.last_seen)
+      local err = raises(function() all(client(), {}) end)
+      assert.equal("decode", err.kind)
+      assert.equal("items[1] field 'dateOfLastRecord' is not an ISO 8601 time (a string)", err.message)
+      emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-02-30T10:00:00Z"}]}' } })
+      err = raises(function() all(client(), {}) end)
+      assert.equal("items[1] field 'dateOfFirstRecord' is not an ISO 8601 time (a string)", err.message)
     end)
 
     it("raises a decode error for a 200 without an items array", function()

@@ -176,12 +176,12 @@ local function map(u, offset)
   for i = 1, #INTS do
     local k = INTS[i]
     local v = u[k]
-    if v ~= nil then u[k] = int(v) end
+    if v ~= nil then u[k] = int(v) or v end -- else left for norm.rows to report
   end
   for i = 1, #NUMS do
     local k = NUMS[i]
     local v = u[k]
-    if v ~= nil then u[k] = norm.num(v) end
+    if v ~= nil then u[k] = norm.num(v) or v end
   end
   u.id = u.user_id
   u.requests = u.trace_count
@@ -197,6 +197,12 @@ end
 
 -- Listing ----------------------------------------------------------------------
 
+local ROW_NUMBERS = {}
+for _, k in ipairs(INTS) do ROW_NUMBERS[#ROW_NUMBERS + 1] = k end
+for _, k in ipairs(NUMS) do ROW_NUMBERS[#ROW_NUMBERS + 1] = k end
+local ROW = { list = "users", map = map, numbers = ROW_NUMBERS,
+  times = { first_seen = "earliest_start_time", last_seen = "latest_end_time" } }
+
 local listing = {
   prepare = prepare,
   first = function(p) return { page = p.page } end,
@@ -211,12 +217,7 @@ local listing = {
     if type(users) ~= "table" then
       error(errors.new{ kind = "decode", message = "response has no 'users' array" }, 0)
     end
-    for i = 1, #users do
-      if type(users[i]) ~= "table" then
-        error(errors.new{ kind = "decode", message = ("users[%d] is not an object"):format(i) }, 0)
-      end
-      map(users[i], p.offset)
-    end
+    norm.rows(users, ROW, p.offset)
     local count = norm.int(body.count)
     local seen = p.page_size * st.page + #users
     -- Stop on a short page, or on the page that reaches `count` (which saves

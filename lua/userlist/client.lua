@@ -25,6 +25,42 @@ local CLIENT_OPTIONS = {
   deadline = "number", on_event = "function",
 }
 
+-- A server can echo the key back in anything it sends (an error body, a
+-- next link): every error and event is scrubbed before the caller sees it.
+local REDACTED = "[REDACTED]"
+local function scrub_string(v, key)
+  local i = v:find(key, 1, true)
+  if not i then return v end
+  local out, pos = {}, 1
+  while i do
+    out[#out + 1] = v:sub(pos, i - 1)
+    out[#out + 1] = REDACTED
+    pos = i + #key
+    i = v:find(key, pos, true)
+  end
+  out[#out + 1] = v:sub(pos)
+  return table.concat(out)
+end
+
+local function scrub(v, key, depth)
+  if type(v) == "string" then return scrub_string(v, key) end
+  if type(v) ~= "table" or depth > 16 then return v end
+  local renamed
+  for k, x in pairs(v) do
+    local y = scrub(x, key, depth + 1)
+    if y ~= x then v[k] = y end
+    if type(k) == "string" and k:find(key, 1, true) then
+      renamed = renamed or {}
+      renamed[k] = y
+    end
+  end
+  for k, x in pairs(renamed or {}) do
+    v[k] = nil
+    v[scrub_string(k, key)] = x
+  end
+  return v
+end
+
 local function default_sleep(secs)
   local ngx = rawget(_G, "ngx")
   if ngx and type(ngx.sleep) == "function" then return ngx.sleep(secs) end
@@ -69,8 +105,14 @@ function Client:_emit(ev)
   local hook = self._on_event
   if hook then
     ev.provider = self.provider
-    hook(ev)
+    hook(self:_scrub(ev))
   end
+end
+
+--- Removes the client's key from every string of v (an error, an event), in
+-- place. @return v
+function Client:_scrub(v)
+  return scrub(v, secrets[self], 0)
 end
 
 local function deadline_error(self, req, url, cause)
@@ -101,7 +143,15 @@ end
 -- `deadline_at` (core.now() time) bounds the call with its retries and waits;
 -- by default the client's `deadline` option from now.
 -- @return the response (status, headers, body) or nil, err
+local call
+
 function Client:_call(req, session, deadline_at)
+  local res, err = call(self, req, session, deadline_at)
+  if err then self:_scrub(err) end
+  return res, err
+end
+
+function call(self, req, session, deadline_at)
   local def = self._def
   session = session or self:_shared_session()
   deadline_at = deadline_at or (self._deadline and core.now() + self._deadline)

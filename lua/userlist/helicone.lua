@@ -172,7 +172,7 @@ local function utc_time(s)
 end
 
 local function add_tokens(u)
-  if u.prompt_tokens and u.completion_tokens then
+  if type(u.prompt_tokens) == "number" and type(u.completion_tokens) == "number" then
     u.tokens = u.prompt_tokens + u.completion_tokens
   end
 end
@@ -181,11 +181,12 @@ end
 local function map_query_row(u)
   norm.strip_nulls(u)
   u.user_id = norm.id(u.user_id)
-  u.count = norm.int(u.count)
-  u.prompt_tokens = norm.int(u.prompt_tokens)
-  u.completion_tokens = norm.int(u.completion_tokens)
-  if u.cost_usd ~= nil then u.cost_usd = norm.num(u.cost_usd) end
-  u.cost = norm.num(u.cost)
+  -- what does not convert stays as sent, for norm.rows to report
+  u.count = norm.int(u.count) or u.count
+  u.prompt_tokens = norm.int(u.prompt_tokens) or u.prompt_tokens
+  u.completion_tokens = norm.int(u.completion_tokens) or u.completion_tokens
+  if u.cost_usd ~= nil then u.cost_usd = norm.num(u.cost_usd) or u.cost_usd end
+  u.cost = norm.num(u.cost) or u.cost
   if u.cost == nil then u.cost = u.cost_usd end -- the field was cost_usd before 2025-08
   u.id = u.user_id
   u.requests = u.count
@@ -237,7 +238,7 @@ local function map_metrics_row(u, shift)
   -- `total_prompt_tokens` as null
   local prompt, completion = u.total_prompt_tokens or u.total_prompt_token, u.total_completion_tokens
   u.prompt_tokens, u.completion_tokens = prompt, completion
-  if prompt and completion then u.tokens = prompt + completion end
+  if type(prompt) == "number" and type(completion) == "number" then u.tokens = prompt + completion end
   local first, last = utc_time(u.first_active), utc_time(u.last_active)
   if shift ~= 0 then
     first = first and first + shift
@@ -246,6 +247,13 @@ local function map_metrics_row(u, shift)
   u.first_seen, u.last_seen = first, last
   return u
 end
+
+local QUERY_ROW = { list = "data", map = map_query_row,
+  numbers = { "count", "prompt_tokens", "completion_tokens", "cost", "cost_usd" } }
+local METRICS_ROW = { list = "data.users", map = map_metrics_row, numbers = {},
+  times = { first_seen = "first_active", last_seen = "last_active" } }
+for _, k in ipairs(METRIC_INTS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
+for _, k in ipairs(METRIC_NUMS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
 
 local function decode_error(message)
   error(errors.new{ kind = "decode", message = message }, 0)
@@ -273,11 +281,7 @@ end
 local function query_rows(body)
   local data = data_of(body)
   if type(data) ~= "table" then decode_error("response 'data' is not an array") end
-  for i = 1, #data do
-    if type(data[i]) ~= "table" then decode_error("response 'data' holds a non-object row") end
-    map_query_row(data[i])
-  end
-  return data
+  return norm.rows(data, QUERY_ROW)
 end
 
 -- The listing ----------------------------------------------------------------
@@ -314,10 +318,7 @@ local listing = {
     local users = type(data) == "table" and data.users
     if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
     local shift = p.tz and math.abs(p.tz) * 60 or 0
-    for i = 1, #users do
-      if type(users[i]) ~= "table" then decode_error("response 'data.users' holds a non-object") end
-      map_metrics_row(users[i], shift)
-    end
+    norm.rows(users, METRICS_ROW, shift)
     -- a short page is the last; `count` is cached and ignores the filter
     local last = #users < p.limit
     return users, (not last) and (pos + #users) or nil,

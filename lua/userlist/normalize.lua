@@ -3,6 +3,7 @@
 -- times become Lua time numbers (UTC seconds).
 -- @module userlist.normalize
 local core = require "userlist.core"
+local errors = require "userlist.errors"
 local time = require "userlist.time"
 
 local M = {}
@@ -65,6 +66,45 @@ function M.fields(u, names, fn)
       if c ~= nil then u[k] = c end
     end
   end
+end
+
+--- Maps the rows of a page in place and checks each one, so that a row the
+-- client cannot read is one clear decode error, never a user silently
+-- missing its id or figures. `shape`: `list` (the array's name in errors),
+-- `map(u, arg)`, and optional `numbers` (fields that must be numbers once
+-- mapped: numeric strings were converted) and `times` (common time field ->
+-- the provider field it is read from: present but unreadable is an error).
+function M.rows(rows, shape, arg)
+  local map, numbers, times = shape.map, shape.numbers, shape.times
+  for i = 1, #rows do
+    local u = rows[i]
+    local bad
+    if type(u) ~= "table" then
+      bad = "is not an object"
+    else
+      map(u, arg)
+      if type(u.id) ~= "string" then bad = "has no id" end
+      for j = 1, numbers and not bad and #numbers or 0 do
+        local v = u[numbers[j]]
+        if v ~= nil and type(v) ~= "number" then
+          bad = ("field '%s' is not a number (a %s)"):format(numbers[j], type(v))
+          break
+        end
+      end
+      if times and not bad then
+        for common, field in pairs(times) do
+          if u[field] ~= nil and u[common] == nil then
+            bad = ("field '%s' is not an ISO 8601 time (a %s)"):format(field, type(u[field]))
+            break
+          end
+        end
+      end
+    end
+    if bad then
+      error(errors.new{ kind = "decode", message = ("%s[%d] %s"):format(shape.list, i, bad) }, 0)
+    end
+  end
+  return rows
 end
 
 return M

@@ -212,16 +212,20 @@ local function map(u)
   norm.strip_nulls(u)
   local id = u.id
   if type(id) ~= "string" then u.id = norm.id(id) end
-  u.sessions = int(u.sessions)
-  u.records = int(u.records)
-  u.tokens = int(u.tokens) -- a float on the wire (1122.0); an integer when whole
+  -- what does not convert stays as sent, for norm.rows to report
+  u.sessions = int(u.sessions) or u.sessions
+  u.records = int(u.records) or u.records
+  u.tokens = int(u.tokens) or u.tokens -- a float on the wire (1122.0); an integer when whole
   local cost = u.cost
-  if type(cost) ~= "number" then u.cost = norm.num(cost) end
+  if type(cost) ~= "number" then u.cost = norm.num(cost) or cost end
   u.requests = u.records
   u.first_seen = when(u.dateOfFirstRecord)
   u.last_seen = when(u.dateOfLastRecord)
   return u
 end
+
+local ROW = { list = "items", map = map, numbers = { "sessions", "records", "tokens", "cost" },
+  times = { first_seen = "dateOfFirstRecord", last_seen = "dateOfLastRecord" } }
 
 local listing = {
   prepare = prepare,
@@ -237,12 +241,7 @@ local listing = {
     if type(items) ~= "table" then
       error(errors.new{ kind = "decode", message = "response has no 'items' array" }, 0)
     end
-    for i = 1, #items do
-      if type(items[i]) ~= "table" then
-        error(errors.new{ kind = "decode", message = ("items[%d] is not an object"):format(i) }, 0)
-      end
-      map(items[i])
-    end
+    norm.rows(items, ROW)
     -- no total, no next link: a short (or empty) page is the last one
     local last = #items < p.per_page
     return items, (not last) and (page + 1) or nil, { page = page, per_page = p.per_page }

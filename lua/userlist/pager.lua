@@ -98,6 +98,7 @@ local function next_page(w)
     if errors.is(items) then
       items.method, items.url = req.method, req.url or (client.base_url .. req.path)
       items.provider = items.provider or client.provider
+      client:_scrub(items)
     end
     error(items, 0)
   end
@@ -105,8 +106,8 @@ local function next_page(w)
   local loop = check_loop(w, items, next_state)
   if loop then
     close_walk(w)
-    error(errors.new{ kind = "loop", provider = client.provider, method = req.method,
-      url = req.url or (client.base_url .. req.path), message = loop }, 0)
+    error(client:_scrub(errors.new{ kind = "loop", provider = client.provider, method = req.method,
+      url = req.url or (client.base_url .. req.path), message = loop }), 0)
   end
   local page = facts or {}
   page.users, page.number, page.status = items, w.number, res.status

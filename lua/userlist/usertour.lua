@@ -263,6 +263,8 @@ local function link_of(c, current, v, name)
   return resolve(c.base_url, current, v)
 end
 
+local ROW = { list = "results", map = map, times = { first_seen = "createdAt" } }
+
 local listing = {
   prepare = function(c, q)
     check.known(q, LIST)
@@ -307,7 +309,7 @@ local listing = {
         .. "empty page for a cursor: its user was deleted meanwhile, so the listing may be "
         .. "incomplete; restart it" }, 0)
     end
-    for i = 1, #results do map(results[i]) end
+    norm.rows(results, ROW)
     local facts = { previous = link_of(c, url, body.previous, "previous") }
     local nxt = link_of(c, url, body.next, "next")
     if nxt == nil then return results, nil, facts end
