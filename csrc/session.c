@@ -4,7 +4,10 @@
  * Lifetime rule: everything a request allocates (URL handle, header list,
  * buffers) hangs off the session userdata, so a Lua error raised at any point
  * cannot leak it; the next request or close() frees it. No Lua code runs
- * while libcurl is inside curl_easy_perform(). */
+ * while libcurl works: it is driven by curl_multi_perform(), either to the
+ * end (request, which waits in curl_multi_poll) or one non-blocking step at
+ * a time (start + step, for callers that must yield between steps, such as
+ * nginx workers). */
 #include "core.h"
 #include "compat.h"
 #include "buffer.h"
@@ -24,6 +27,7 @@
 
 typedef struct {
     CURL *easy;
+    CURLM *multi; /* drives the easy handle; its connection cache is the session's */
     CURLU *url;
     struct curl_slist *hdrs;
     ul_buffer body, head, query;
@@ -36,6 +40,9 @@ typedef struct {
     char *cafile, *capath, *proxy;
     /* per transfer */
     int too_large, oom;
+    int active;  /* the easy handle is in the multi handle */
+    int pending; /* registry ref of {method, url, key, body, decode} while a
+                    transfer runs: keeps the strings libcurl points at alive */
 } ul_session;
 
 /* ---------------------------------------------------------------- options */
@@ -129,10 +136,25 @@ static void free_request(ul_session *s)
     ul_buffer_reset(&s->query, KEEP_BUFFER);
 }
 
+/* Takes the easy handle out of the multi handle and drops the transfer's
+ * anchored strings: after this no transfer is in progress. */
+static void stop_transfer(lua_State *L, ul_session *s)
+{
+    if (s->active) {
+        curl_multi_remove_handle(s->multi, s->easy);
+        s->active = 0;
+    }
+    if (s->pending != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->pending);
+        s->pending = LUA_NOREF;
+    }
+}
+
 /* close(), __gc and __close: idempotent, frees everything. */
 static int session_close(lua_State *L)
 {
     ul_session *s = luaL_checkudata(L, 1, UL_SESSION_MT);
+    stop_transfer(L, s);
     free_request(s);
     ul_buffer_free(&s->body);
     ul_buffer_free(&s->head);
@@ -140,6 +162,10 @@ static int session_close(lua_State *L)
     if (s->easy) {
         curl_easy_cleanup(s->easy);
         s->easy = NULL;
+    }
+    if (s->multi) {
+        curl_multi_cleanup(s->multi);
+        s->multi = NULL;
     }
     free(s->cafile);
     free(s->capath);
@@ -163,6 +189,7 @@ int ul_session_new(lua_State *L)
         luaL_argerror(L, 1, "options table expected");
     s = ul_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
+    s->pending = LUA_NOREF;
     ul_buffer_init(&s->body);
     ul_buffer_init(&s->head);
     ul_buffer_init(&s->query);
@@ -184,6 +211,9 @@ int ul_session_new(lua_State *L)
     s->easy = curl_easy_init();
     if (s->easy == NULL)
         return luaL_error(L, "curl_easy_init failed");
+    s->multi = curl_multi_init();
+    if (s->multi == NULL)
+        return luaL_error(L, "curl_multi_init failed");
     return 1;
 }
 
@@ -524,23 +554,22 @@ static void rate_facts(lua_State *L, int t, int h)
     lua_setfield(L, t, "rate_limit");
 }
 
-/* session:request{ method=, url=, query=, headers=, api_key=, json=, body=,
- *                  decode=, timeout= }
- * -> response {status, headers, body, bytes, new_connections, rate_limit?} | nil, err */
-static int session_request(lua_State *L)
+/* Builds the request described by the table at index 2 and hands the easy
+ * handle to the multi handle. Returns 0 when the transfer is under way, or
+ * pushes nil, err (the caller's data was wrong) and returns 2. */
+static int prepare(lua_State *L, ul_session *s)
 {
-    ul_session *s = check_session(L);
     const char *method, *url, *key = NULL, *body = NULL, *scheme_host_err = NULL;
     size_t ulen, klen = 0, blen = 0;
-    int decode, plain_http = 0;
+    int decode, plain_http = 0, body_idx;
     double timeout;
     char *tmp = NULL, *final_url = NULL;
-    CURLcode rc;
     CURLUcode uc;
-    long status = 0, newconns = 0;
-    int res;
 
     luaL_checktype(L, 2, LUA_TTABLE);
+    if (s->active)
+        return luaL_error(L, "userlist session is busy: one transfer at a time (cancel() first)");
+    stop_transfer(L, s);
     free_request(s);
     s->too_large = s->oom = 0;
     s->errbuf[0] = '\0';
@@ -687,7 +716,8 @@ static int session_request(lua_State *L)
         if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
             return luaL_error(L, "bad field 'body' (string expected, got %s)", luaL_typename(L, -1));
     }
-    body = lua_tolstring(L, -1, &blen); /* anchored on the stack until we return */
+    body = lua_tolstring(L, -1, &blen); /* anchored in the pending table below */
+    body_idx = lua_gettop(L);
 
     /* checked after every argument, so a programmer mistake always raises */
     if (key != NULL && plain_http && !s->allow_insecure_http) {
@@ -758,7 +788,51 @@ static int session_request(lua_State *L)
         }
     }
 
-    rc = curl_easy_perform(s->easy);
+    /* what finish() needs, anchored for the transfer's lifetime */
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, method);
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, final_url);
+    lua_setfield(L, -2, "url");
+    if (key != NULL) {
+        lua_pushlstring(L, key, klen);
+        lua_setfield(L, -2, "key");
+    }
+    if (body != NULL) {
+        lua_pushvalue(L, body_idx);
+        lua_setfield(L, -2, "body");
+    }
+    lua_pushboolean(L, decode);
+    lua_setfield(L, -2, "decode");
+    s->pending = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (curl_multi_add_handle(s->multi, s->easy) != CURLM_OK) {
+        stop_transfer(L, s);
+        return luaL_error(L, "curl_multi_add_handle failed");
+    }
+    s->active = 1;
+    return 0;
+}
+
+/* Pushes the outcome of the transfer that ended with rc: the response, or
+ * nil, err. Returns the number of values pushed. */
+static int finish(lua_State *L, ul_session *s, CURLcode rc)
+{
+    const char *method, *final_url, *key;
+    int decode, res;
+    long status = 0, newconns = 0;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending); /* anchors the strings below */
+    stop_transfer(L, s);
+    lua_getfield(L, -1, "method");
+    method = lua_tostring(L, -1);
+    lua_getfield(L, -2, "url");
+    final_url = lua_tostring(L, -1);
+    lua_getfield(L, -3, "key");
+    key = lua_tostring(L, -1);
+    lua_getfield(L, -4, "decode");
+    decode = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &newconns);
 
@@ -858,11 +932,120 @@ static int session_request(lua_State *L)
     return 1;
 }
 
+/* One non-blocking round of libcurl's work. Returns 1 and sets *rc when the
+ * transfer has ended, 0 while it runs; -1 on a multi-handle failure. */
+static int advance(ul_session *s, CURLcode *rc)
+{
+    int running, left;
+    CURLMsg *msg;
+    CURLMcode mc = curl_multi_perform(s->multi, &running);
+    if (mc != CURLM_OK)
+        return -1;
+    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == s->easy) {
+            *rc = msg->data.result;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int multi_failed(lua_State *L, ul_session *s)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending);
+    stop_transfer(L, s);
+    lua_getfield(L, -1, "method");
+    lua_getfield(L, -2, "url");
+    lua_pushnil(L);
+    ul_push_error(L, "network", 0, "curl_multi_perform failed", lua_tostring(L, -3),
+                  lua_tostring(L, -2), NULL);
+    return 2;
+}
+
+/* session:request{ method=, url=, query=, headers=, api_key=, json=, body=,
+ *                  decode=, timeout= }
+ * -> response {status, headers, body, bytes, new_connections, rate_limit?} | nil, err
+ * Blocks until the transfer ends (libcurl's timeouts bound it). */
+static int session_request(lua_State *L)
+{
+    ul_session *s = check_session(L);
+    CURLcode rc = CURLE_OK;
+    int n = prepare(L, s), done;
+    if (n)
+        return n;
+    while ((done = advance(s, &rc)) == 0) {
+        if (curl_multi_poll(s->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+            return multi_failed(L, s);
+    }
+    if (done < 0)
+        return multi_failed(L, s);
+    return finish(L, s, rc);
+}
+
+/* session:start{...}: the same request, begun without waiting.
+ * -> true | nil, err. Drive it with step(). */
+static int session_start(lua_State *L)
+{
+    ul_session *s = check_session(L);
+    int n = prepare(L, s);
+    if (n)
+        return n;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* session:step(): does what can be done now, never waits.
+ * -> response | nil, err when the transfer has ended; else false and the
+ *    seconds libcurl would like to wait at most before the next step (nil
+ *    when it has no deadline of its own). */
+static int session_step(lua_State *L)
+{
+    ul_session *s = check_session(L);
+    CURLcode rc = CURLE_OK;
+    int done;
+    long ms = -1;
+    if (!s->active)
+        return luaL_error(L, "no transfer in progress (start one first)");
+    done = advance(s, &rc);
+    if (done < 0)
+        return multi_failed(L, s);
+    if (done)
+        return finish(L, s, rc);
+    lua_pushboolean(L, 0);
+    if (curl_multi_timeout(s->multi, &ms) == CURLM_OK && ms >= 0)
+        lua_pushnumber(L, (lua_Number)ms / 1000);
+    else
+        lua_pushnil(L);
+    return 2;
+}
+
+/* session:cancel(): abandons a transfer in progress (idempotent); the
+ * session stays usable. */
+static int session_cancel(lua_State *L)
+{
+    ul_session *s = luaL_checkudata(L, 1, UL_SESSION_MT);
+    stop_transfer(L, s);
+    free_request(s);
+    return 0;
+}
+
+/* session:busy(): whether a transfer is in progress. */
+static int session_busy(lua_State *L)
+{
+    ul_session *s = luaL_checkudata(L, 1, UL_SESSION_MT);
+    lua_pushboolean(L, s->active);
+    return 1;
+}
+
 void ul_session_register(lua_State *L)
 {
     /* stack: state table, user agent string */
     static const luaL_Reg methods[] = {
         {"request", session_request},
+        {"start", session_start},
+        {"step", session_step},
+        {"cancel", session_cancel},
+        {"busy", session_busy},
         {"close", session_close},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {

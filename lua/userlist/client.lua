@@ -22,8 +22,30 @@ local SESSION_OPTIONS = {
 local CLIENT_OPTIONS = {
   api_key = "string", base_url = "string", headers = "table", max_retries = "number",
   loading_timeout = "number", sleep = "function", max_retry_wait = "number",
-  deadline = "number", on_event = "function",
+  deadline = "number", on_event = "function", engine = "string",
 }
+
+-- Engines: "blocking" waits in libcurl (curl_multi_poll); "nginx" steps the
+-- transfer without blocking and yields to nginx's event loop between steps
+-- (ngx.sleep), so one worker serves every other connection meanwhile.
+local ENGINES = { auto = true, nginx = true, blocking = true }
+-- The phases where ngx.sleep may yield; elsewhere waiting would block.
+local YIELDING = { rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true, preread = true }
+-- Poll interval inside nginx: 1 ms at first (a fast answer costs little
+-- latency), doubling while the transfer waits, up to 16 ms (a slow one costs
+-- few wake-ups); never longer than libcurl's own next deadline.
+local POLL_MIN, POLL_MAX = 0.001, 0.016
+-- Idle sessions a client keeps for calls outside listings (page(), user()...).
+local POOL_MAX = 4
+
+local function ngx_api()
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.get_phase) == "function" and type(ngx.sleep) == "function" then
+    return ngx
+  end
+  return nil
+end
 
 -- A server can echo the key back in anything it sends (an error body, a
 -- next link): every error and event is scrubbed before the caller sees it.
@@ -42,30 +64,38 @@ local function scrub_string(v, key)
   return table.concat(out)
 end
 
-local function scrub(v, key, depth)
-  if type(v) == "string" then return scrub_string(v, key) end
-  if type(v) ~= "table" or depth > 16 then return v end
-  local renamed
-  for k, x in pairs(v) do
-    local y = scrub(x, key, depth + 1)
-    if y ~= x then v[k] = y end
-    if type(k) == "string" and k:find(key, 1, true) then
-      renamed = renamed or {}
-      renamed[k] = y
+-- Values only, never names: a decoded body or a header table.
+local function scrub_values(t, key, depth)
+  for k, x in pairs(t) do
+    if type(x) == "string" then
+      t[k] = scrub_string(x, key)
+    elseif type(x) == "table" and depth < 16 then
+      scrub_values(x, key, depth + 1)
     end
   end
-  for k, x in pairs(renamed or {}) do
-    v[k] = nil
-    v[scrub_string(k, key)] = x
+end
+
+-- The free-text fields of an error or an event; `kind`, `provider` and the
+-- like are the library's own words and stay as they are.
+local TEXT = { "message", "url", "raw", "excerpt", "code" }
+local function scrub(v, key, depth)
+  for i = 1, #TEXT do
+    local x = v[TEXT[i]]
+    if type(x) == "string" then v[TEXT[i]] = scrub_string(x, key) end
   end
+  for _, name in ipairs{ "body", "headers" } do
+    local x = v[name]
+    if type(x) == "string" then
+      v[name] = scrub_string(x, key)
+    elseif type(x) == "table" then
+      scrub_values(x, key, 0)
+    end
+  end
+  if type(v.cause) == "table" and depth < 4 then scrub(v.cause, key, depth + 1) end
   return v
 end
 
-local function default_sleep(secs)
-  local ngx = rawget(_G, "ngx")
-  if ngx and type(ngx.sleep) == "function" then return ngx.sleep(secs) end
-  return core.sleep(secs)
-end
+local function nginx_sleep(secs) return ngx_api().sleep(secs) end
 
 local Client = {}
 
@@ -74,20 +104,55 @@ function Client:_new_session()
   return core.session(self._session_options)
 end
 
-function Client:_shared_session()
-  local s = self._session
-  if not s then
-    s = self:_new_session()
-    self._session = s
-  end
+--- A session for one call: an idle one of the client's (its connection is
+-- reused) or a new one. Each coroutine gets its own, so calls that yield
+-- inside nginx never share a transfer.
+function Client:_acquire()
+  local pool = self._pool
+  local n = #pool
+  if n == 0 then return self:_new_session() end
+  local s = pool[n]
+  pool[n] = nil
   return s
 end
 
---- Closes the client's shared connection (listings own their own).
+function Client:_release(s)
+  local pool = self._pool
+  if #pool < POOL_MAX and not s:busy() then
+    pool[#pool + 1] = s
+  else
+    s:close()
+  end
+end
+
+--- Closes the client's idle connections (listings own their own).
 function Client:close()
-  if self._session then
-    self._session:close()
-    self._session = nil
+  local pool = self._pool
+  for i = #pool, 1, -1 do
+    pool[i]:close()
+    pool[i] = nil
+  end
+end
+
+--- One HTTP exchange on `session` with the client's engine: the response,
+-- or nil, err.
+function Client:_transfer(session, t)
+  if self._engine == "blocking" then return session:request(t) end
+  local ngx = ngx_api()
+  local phase = ngx.get_phase()
+  if not YIELDING[phase] then
+    return nil, errors.new{ kind = "invalid", provider = self.provider, method = t.method, url = t.url,
+      message = ("cannot wait for HTTP in nginx's %s phase without blocking the worker: call "
+        .. "userlist from a rewrite, access or content handler or from ngx.timer.at"):format(phase) }
+  end
+  local ok, err = session:start(t)
+  if not ok then return nil, err end
+  local pause = POLL_MIN
+  while true do
+    local res, hint = session:step()
+    if res ~= false then return res, hint end
+    ngx.sleep(hint and hint < pause and hint or pause)
+    if pause < POLL_MAX then pause = pause * 2 end
   end
 end
 
@@ -139,21 +204,23 @@ function Client:_note_rate_limit(rl)
   end
 end
 
+local call -- below: the loop of one call
+
 --- The one request path. `req`: {method=, path= (or url=), query=, json=}.
 -- `deadline_at` (core.now() time) bounds the call with its retries and waits;
 -- by default the client's `deadline` option from now.
 -- @return the response (status, headers, body) or nil, err
-local call
-
 function Client:_call(req, session, deadline_at)
+  local own = session == nil
+  if own then session = self:_acquire() end
   local res, err = call(self, req, session, deadline_at)
+  if own then self:_release(session) end
   if err then self:_scrub(err) end
   return res, err
 end
 
 function call(self, req, session, deadline_at)
   local def = self._def
-  session = session or self:_shared_session()
   deadline_at = deadline_at or (self._deadline and core.now() + self._deadline)
   local attempt, loading_since = 0, nil
   local loads, waited = 0, 0 -- "still loading" answers and the time slept on them
@@ -171,10 +238,10 @@ function call(self, req, session, deadline_at)
       timeout = math.min(left, self._timeout)
     end
     self:_emit{ type = "request", method = req.method, url = url, attempt = attempt + 1 }
-    local res, err = session:request{
+    local res, err = self:_transfer(session, {
       method = req.method, url = url, query = req.query, json = req.json,
       api_key = secrets[self], headers = self._headers, timeout = timeout,
-    }
+    })
     self:_emit{ type = "response", method = req.method, url = url, attempt = attempt + 1,
                 status = res and res.status or err.status, kind = err and err.kind }
     self:_note_rate_limit((res or err).rate_limit)
@@ -280,8 +347,19 @@ function M.define(def)
       _deadline = opts.deadline,
       _timeout = opts.timeout or 60,
       _on_event = opts.on_event,
-      _sleep = opts.sleep or default_sleep,
+      _pool = {},
     }, mt)
+    local engine = opts.engine or "auto"
+    if not ENGINES[engine] then
+      error(("userlist.%s: bad option 'engine' (auto, nginx or blocking expected, got %s)")
+        :format(def.name, engine), 2)
+    end
+    if engine == "auto" then engine = ngx_api() and "nginx" or "blocking" end
+    if engine == "nginx" and not ngx_api() then
+      error(("userlist.%s: bad option 'engine' (nginx needs OpenResty or ngx_lua)"):format(def.name), 2)
+    end
+    self._engine = engine
+    self._sleep = opts.sleep or (engine == "nginx" and nginx_sleep or core.sleep)
     for _, name in ipairs{ "max_retry_wait", "deadline", "loading_timeout" } do
       local v = opts[name]
       if v ~= nil and not (v >= 0 and v < math.huge) then

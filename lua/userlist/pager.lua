@@ -161,8 +161,10 @@ end
 function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
-    w.session, w.shared = client:_shared_session(), true
-    local page = next_page(w)
+    w.session, w.shared = client:_acquire(), true
+    local ok, page = pcall(next_page, w)
+    client:_release(w.session)
+    if not ok then error(page, 0) end
     page.next = (not w.done) and w.state or nil
     return page
   end)

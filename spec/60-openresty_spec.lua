@@ -1,0 +1,323 @@
+-- userlist inside real nginx (Debian's nginx + libnginx-mod-http-lua, LuaJIT)
+-- never blocks a worker: an application server (spec/openresty/) runs
+-- listings of every provider against the emulator, in request handlers and
+-- in ngx.timer.at jobs, while a plain location on the same single worker is
+-- asked again and again from outside (spec/openresty/load).
+local core = require "userlist.core"
+local emu = require "support.emu"
+
+local data = dofile("spec/emulator/lua/emu/data.lua")
+local N = 250
+
+-- ------------------------------------------------------------ the app server
+
+-- nginx's LuaJIT must not inherit the spec run's Lua paths (they may be
+-- another Lua's, whose cjson.so it cannot load)
+local CLEAN_ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("*a")
+  local ok, _, code = p:close()
+  return out, (ok == true or ok == 0 or code == 0)
+end
+
+-- Starts spec/openresty/nginx.conf.in with `workers` workers: {dir, url}.
+local function start_app(workers)
+  local dir = assert(os.tmpname())
+  os.remove(dir)
+  local out, ok = sh(("%s USERLIST_NGINX_CONF=spec/openresty/nginx.conf.in USERLIST_EMU_WORKERS=%d "
+    .. "spec/emulator/run start %s"):format(CLEAN_ENV, workers, dir))
+  assert(ok, "the app server did not start: " .. out)
+  return { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
+end
+
+local function stop_app(app)
+  if app then sh("spec/emulator/run stop " .. app.dir .. " && rm -rf " .. app.dir) end
+end
+
+local ctl = core.session()
+-- GET url: the decoded JSON body (raw: the text).
+local function get(url, raw)
+  local res, err = ctl:request{ url = url, decode = not raw }
+  assert(res, err and tostring(err))
+  return res.body
+end
+
+-- Runs spec/openresty/load: {pings = {seconds...}, statuses, elapsed, rc, results}.
+local function load(mode, app, args)
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = "'" .. a .. "'" end
+  local out = sh(("spec/openresty/load %s %s %s"):format(mode, app.url, table.concat(quoted, " ")))
+  local r = { pings = {}, statuses = {}, results = {} }
+  for line in out:gmatch("[^\n]+") do
+    local st, secs = line:match("^ping (%d+) ([%d.]+)$")
+    if st then
+      r.statuses[#r.statuses + 1] = tonumber(st)
+      r.pings[#r.pings + 1] = tonumber(secs)
+    end
+    r.elapsed = r.elapsed or tonumber(line:match("^elapsed ([%d.]+)$") or "")
+    r.rc = r.rc or tonumber(line:match("^curl (%d+)$") or "")
+    local json = line:match("^result (.*)$")
+    if json then r.results[#r.results + 1] = core.json_decode(json) end
+  end
+  r.output = out
+  return r
+end
+
+-- ------------------------------------------------------------ expectations
+
+-- Arthur lists (user, task) rows; the app asks for task-1 only.
+local function arthur_rows()
+  local rows = {}
+  for i = 1, N do
+    for _, t in ipairs(data.tasks(i)) do
+      if t == 1 then rows[#rows + 1] = data.id(i) .. "/task-1" end
+    end
+  end
+  return rows
+end
+
+local EXPECT = {
+  helicone = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
+  openlayer = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
+  usertour = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
+  usertour_v2 = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
+}
+do
+  local rows = arthur_rows()
+  EXPECT.arthur = { count = #rows, first = rows[1], last = rows[#rows], pages = math.ceil(#rows / 100) }
+end
+local NAMES = { "helicone", "openlayer", "arthur", "usertour", "usertour_v2" }
+
+local function assert_complete(r)
+  assert.is_table(r, "no result")
+  local want = EXPECT[r.provider]
+  assert.is_nil(r.error, r.error and r.error.text)
+  assert.equal(want.count, r.count, r.provider)
+  assert.equal(want.first, r.first, r.provider)
+  assert.equal(want.last, r.last, r.provider)
+  assert.equal(want.pages, r.pages, r.provider)
+end
+
+local function assert_free_loop(r)
+  -- the plain location kept answering, each time well under 50 ms
+  assert.is_true(#r.pings >= 10, "only " .. #r.pings .. " pings: " .. r.output:sub(1, 500))
+  local worst = 0
+  for i, secs in ipairs(r.pings) do
+    assert.equal(200, r.statuses[i])
+    if secs > worst then worst = secs end
+  end
+  assert.is_true(worst < 0.05, ("a ping took %.1f ms"):format(worst * 1000))
+  return worst
+end
+
+local function list(app, query)
+  return get(app.url .. "/list?" .. query)
+end
+
+-- ------------------------------------------------------------ the specs
+
+describe("inside nginx (one worker)", function()
+  local app
+  setup(function()
+    emu.reset()
+    app = start_app(1)
+  end)
+  teardown(function()
+    stop_app(app)
+    emu.reset()
+  end)
+  before_each(function() emu.reset() end)
+
+  it("says clearly that it cannot wait in init_worker, log and header_filter, instead of blocking", function()
+    get(app.url .. "/in_log", true)
+    get(app.url .. "/in_header_filter", true)
+    local errs = get(app.url .. "/phase_errors")
+    for _, phase in ipairs{ "init_worker", "log", "header_filter" } do
+      local e = errs[phase]
+      assert.is_table(e, phase)
+      assert.equal("invalid", e.kind, phase)
+      assert.matches("cannot wait for HTTP in nginx's " .. phase .. " phase without blocking the worker",
+        e.message, 1, true)
+    end
+    assert.equal(0, emu.stats().requests) -- nothing was sent
+  end)
+
+  it("lists every provider completely, over one connection per listing", function()
+    for _, name in ipairs(NAMES) do
+      emu.reset()
+      local r = list(app, "provider=" .. name)
+      r.provider = name
+      assert_complete(r)
+      assert.equal(1, emu.stats().connections, name)
+    end
+  end)
+
+  it("verifies TLS as outside nginx: the emulator's CA passes, the default store refuses", function()
+    assert_complete(list(app, "provider=usertour&tls=1"))
+    local r = list(app, "provider=usertour&tls=1&ca=0")
+    assert.equal("tls", r.error.kind, r.error.text)
+  end)
+
+  it("retries a 503 after a backoff wait made with ngx.sleep", function()
+    emu.faults("/v1/users", { { delay_ms = 0 }, { status = 503 } })
+    local r = list(app, "provider=usertour")
+    assert_complete(r)
+    assert.equal(1, r.retries)
+    assert.equal("retry", r.wait_reasons)
+  end)
+
+  it("times out a slow answer and fails with one timeout error after its retries", function()
+    emu.faults("/v1/users", { { delay_ms = 3000 }, { delay_ms = 3000 }, { delay_ms = 3000 } })
+    local r = list(app, "provider=usertour&timeout=0.3")
+    assert.equal("timeout", r.error.kind, r.error.text)
+    assert.equal(2, r.retries)
+  end)
+
+  it("waits out a spent rate limit before the next request instead of spending a 429", function()
+    emu.faults("/v1/users", { { rate_limit_remaining = 0, rate_limit_reset = 1 } })
+    local r = list(app, "provider=usertour")
+    assert_complete(r)
+    assert.equal(0, r.retries)
+    assert.equal("rate_limit", r.wait_reasons)
+  end)
+
+  it("blocks only when asked to (engine = 'blocking'), with the same result", function()
+    assert_complete(list(app, "provider=openlayer&engine=blocking"))
+  end)
+
+  it("runs 50 concurrent listings, each page answered after 1 s, while /ping answers in < 50 ms", function()
+    emu.config{ delay_ms = 1000 }
+    local queries = {}
+    for i = 1, 50 do queries[i] = "provider=" .. NAMES[(i - 1) % #NAMES + 1] end
+    local r = load("list", app, queries)
+    assert.equal(0, r.rc, r.output:sub(1, 2000))
+    assert.equal(50, #r.results)
+    for i, res in ipairs(r.results) do
+      assert.equal(NAMES[(i - 1) % #NAMES + 1], res.provider)
+      assert_complete(res)
+    end
+    local worst = assert_free_loop(r)
+    -- 3 pages of 1 s each: together, not one after another (150 s)
+    assert.is_true(r.elapsed < 12, ("50 listings took %.1f s"):format(r.elapsed))
+    print(("  50 listings in %.1f s; %d pings, the slowest %.1f ms")
+      :format(r.elapsed, #r.pings, worst * 1000))
+  end)
+
+  it("runs 50 listings in ngx.timer.at jobs into a lua_shared_dict, /ping answering in < 50 ms", function()
+    emu.config{ delay_ms = 1000 }
+    local r = load("timers", app, { "50" })
+    assert.equal(0, r.rc, r.output:sub(1, 2000))
+    local res = get(app.url .. "/results?n=50")
+    assert.equal(50, res.done)
+    for i = 1, 50 do
+      assert.equal(NAMES[(i - 1) % #NAMES + 1], res.results[i].provider)
+      assert_complete(res.results[i])
+    end
+    local worst = assert_free_loop(r)
+    assert.is_true(r.elapsed < 12, ("50 timer listings took %.1f s"):format(r.elapsed))
+    print(("  50 timer listings in %.1f s; %d pings, the slowest %.1f ms")
+      :format(r.elapsed, #r.pings, worst * 1000))
+  end)
+end)
+
+describe("inside nginx (two workers)", function()
+  local app
+  setup(function() app = start_app(2) end)
+  teardown(function()
+    stop_app(app)
+    emu.reset()
+  end)
+
+  it("each worker reuses its own connection to the provider across requests", function()
+    emu.reset()
+    -- 40 requests, each on a new connection to the app, so both workers serve
+    local out = sh(("for i in $(seq 1 40); do curl -s -H 'Connection: close' '%s/page?n='$i; echo; done")
+      :format(app.url))
+    local workers, n = {}, 0
+    for line in out:gmatch("[^\n]+") do
+      local r = core.json_decode(line)
+      assert.is_nil(r.error, line)
+      assert.equal(10, r.count)
+      workers[r.worker] = true
+      n = n + 1
+    end
+    assert.equal(40, n)
+    local distinct = 0
+    for _ in pairs(workers) do distinct = distinct + 1 end
+    assert.equal(2, distinct)
+    local st = emu.stats()
+    assert.equal(40, st.requests)
+    assert.equal(distinct, st.connections) -- one per worker, however many requests
+  end)
+end)
+
+describe("examples/openresty (the budget gate)", function()
+  local app, conf
+  setup(function()
+    emu.reset()
+    -- the example as shipped, on a free port, under a temporary prefix, with
+    -- the repository's paths where it names them relative to its folder
+    local f = assert(io.open("examples/openresty/nginx.conf"))
+    local text = f:read("*a")
+    f:close()
+    local function sub(from, to)
+      local i, j = text:find(from, 1, true)
+      assert(i, "examples/openresty/nginx.conf no longer says " .. from)
+      text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
+    end
+    sub("listen 127.0.0.1:8080;", "listen 127.0.0.1:@HTTP_PORT@;")
+    sub("pid nginx.pid;", "@USER@\npid @DIR@/nginx.pid;")
+    sub("$prefix/?.lua;$prefix/../../lua/", "@ROOT@/examples/openresty/?.lua;@ROOT@/lua/")
+    sub("$prefix/../../lua/?/init.lua", "@ROOT@/lua/?/init.lua")
+    sub("$prefix/../../build/", "@ROOT@/build/")
+    conf = os.tmpname()
+    f = assert(io.open(conf, "w"))
+    f:write(text)
+    f:close()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local out, ok = sh(("%s HELICONE_API_KEY=%s HELICONE_BASE_URL=%s BUDGET_USD=0.1 USERLIST_NGINX_CONF=%s "
+      .. "spec/emulator/run start %s"):format(CLEAN_ENV, emu.keys.helicone, emu.http, conf, dir))
+    assert(ok, "the example did not start: " .. out)
+    app = { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
+  end)
+  teardown(function()
+    stop_app(app)
+    if conf then os.remove(conf) end
+    emu.reset()
+  end)
+
+  it("refreshes every user's cost from a timer and answers 429 to users over budget", function()
+    -- the first refresh runs at start; wait for its outcome (bounded)
+    local status
+    local t0 = core.now()
+    repeat
+      status = get(app.url .. "/_budget")
+    until status.users > 0 or status.last_error ~= core.null or core.now() - t0 > 20
+    assert.equal(core.null, status.last_error)
+    assert.equal(N, status.users)
+    assert.equal(0.1, status.budget)
+    local over, under
+    for i = 1, N do
+      local cost = data.user(i).cost / 1e6
+      if cost > 0.1 then over = over or i elseif cost < 0.1 then under = under or i end
+    end
+    assert(over and under, "the emulator's users should straddle the budget")
+    local function visit(user)
+      local res, err = ctl:request{ url = app.url .. "/", decode = false, headers = { ["X-User-Id"] = user } }
+      if res then return res.status, res.body end
+      return err.status, err.body
+    end
+    local st, body = visit(data.id(over))
+    assert.equal(429, st)
+    assert.equal("budget exceeded", body.error)
+    assert.near(data.user(over).cost / 1e6, body.cost, 1e-6)
+    st, body = visit(data.id(under))
+    assert.equal(200, st)
+    assert.equal("hello " .. data.id(under) .. "\n", body)
+    st = visit("someone-the-gate-has-not-seen")
+    assert.equal(200, st)
+  end)
+end)
