@@ -31,15 +31,20 @@ lua_dev    = $(if $(filter 5.1,$(1)),liblua5.1-0-dev,liblua$(1)-dev)
 # Debian packages each target needs; run as root, make installs the missing ones.
 PKG_BUILD := gcc make pkg-config libcurl4-openssl-dev lua-cjson ca-certificates \
              $(foreach a,$(ABIS),$(if $(filter luajit,$(a)),luajit2 libluajit2-5.1-dev,lua$(a) $(call lua_dev,$(a))))
-PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl
+PKG_DEMO  := $(PKG_BUILD) nginx libnginx-mod-http-lua openssl curl lua-argparse
 ALL_ABIS  := 5.1 5.2 5.3 5.4 luajit
 # The specs run against the emulator, with every request checked by Prism.
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
+# LuaRocks checks (spec/rock-check.sh): Lua 5.4, 5.1 and LuaJIT; the API reference.
+PKG_ROCK  := luarocks zip unzip git gcc pkg-config libcurl4-openssl-dev lua-cjson lua-argparse \
+             lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev
+PKG_DOCS  := lua-ldoc
 PKG_TEST  := $(PKG_DEMO) lua-busted lua-check lua-socket clang libclang-rt-14-dev luajit2 libluajit2-5.1-dev \
-             $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a)))
+             $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a))) $(PKG_ROCK) tmux
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
-        compile-check check-mem check-valgrind check-asan fuzz deps-fuzz
+        compile-check check-mem check-valgrind check-asan fuzz deps-fuzz rock docs install-check \
+        deps-rock deps-docs
 all: build
 
 build: deps-build $(foreach a,$(ABIS),build/$(a)/userlist/core.so) devtree
@@ -88,10 +93,10 @@ deps-test:
 
 demo: deps-demo
 	@$(MAKE) --no-print-directory build ABIS=5.4
-	@spec/emulator/run exec -- lua5.4 examples/demo.lua
+	@spec/emulator/run exec -- sh -c 'lua5.4 examples/demo.lua && USERLIST_LUA=lua5.4 examples/cli.sh'
 
 lint: deps-test
-	luacheck --quiet lua spec examples
+	luacheck --quiet lua spec examples bin/userlist
 
 # Compiles for every Lua ABI under gcc and clang (warnings are errors), runs
 # the specs on Lua 5.4 and LuaJIT against the emulator, then the whole suite
@@ -99,8 +104,9 @@ lint: deps-test
 # the million-user listings are slow under memcheck), and a short fuzz pass.
 CI_FUZZ_SECONDS ?= 20
 test: deps-test lint compile-check
-	@$(MAKE) --no-print-directory build ABIS="$(ABIS)"
-	@$(RUN_SPECS) $(ABIS)
+	@$(MAKE) --no-print-directory build ABIS="$(ALL_ABIS)"
+	@$(MAKE) --no-print-directory install-check
+	@$(RUN_SPECS) $(ALL_ABIS)
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	@$(MAKE) --no-print-directory check-valgrind
@@ -114,6 +120,22 @@ compile-check: deps-test
 
 spec:
 	@$(RUN_SPECS) $(ABIS)
+
+# LuaRocks: `make rock` packs build/rock/userlist-$(VERSION)-1.src.rock from the
+# working tree (offline); `make install-check` lints the rockspec, installs it
+# with `luarocks make --deps-mode=none` for Lua 5.4, 5.1 and LuaJIT into
+# temporary trees and runs the module and the command from /tmp against the
+# emulator, then builds the source rock (spec/rock-check.sh).
+deps-rock: ; $(call need_pkgs,$(PKG_ROCK) $(PKG_DEMO))
+rock: deps-rock
+	@spec/rock-check.sh pack
+install-check: deps-rock
+	@spec/emulator/run exec -- spec/rock-check.sh
+
+# The LDoc API reference (config.ld) in build/docs/index.html.
+deps-docs: ; $(call need_pkgs,$(PKG_DOCS))
+docs: deps-docs
+	@ldoc -q . && echo "docs: build/docs/index.html"
 
 # The whole spec suite under valgrind memcheck (leak check full) and under an
 # ASan+UBSan build of the core; either fails on the first error report. Lua
@@ -129,7 +151,7 @@ deps-mem:
 check-mem: check-valgrind check-asan
 
 check-valgrind: deps-mem
-	@$(MAKE) --no-print-directory build ABIS=5.4
+	@$(MAKE) --no-print-directory build ABIS="5.4 luajit"
 	@echo "== valgrind memcheck over the spec suite (Lua 5.4)"
 	@USERLIST_WRAP="$(VALGRIND)" $(RUN_SPECS) 5.4
 
@@ -139,7 +161,7 @@ build/asan/5.4/userlist/core.so: $(SRCS) $(HDRS) Makefile
 	  $(filter-out -O2,$(ALL_CFLAGS)) -I$(call lua_inc,5.4) -shared -o $@ $(SRCS) $(LIBS)
 
 check-asan: deps-mem build/asan/5.4/userlist/core.so
-	@$(MAKE) --no-print-directory build ABIS=5.4
+	@$(MAKE) --no-print-directory build ABIS="5.4 luajit"
 	@echo "== ASan + UBSan over the spec suite (Lua 5.4)"
 	@USERLIST_BUILD=build/asan \
 	 USERLIST_WRAP="env LD_PRELOAD=$(ASAN_LIBS) ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \

@@ -17,9 +17,16 @@ Works on Lua 5.1-5.4 and LuaJIT, and inside OpenResty.]],
 dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
+  "argparse >= 0.7", -- the userlist command only (Debian: lua-argparse)
 }
+-- libcurl is found by LuaRocks' search of its external_deps_dirs, which knows
+-- multiarch library folders (/usr/lib/x86_64-linux-gnu). Its headers are not
+-- asked for by name: Debian keeps curl/curl.h in /usr/include/<multiarch>/,
+-- where LuaRocks does not look but the C compiler does by default, so
+-- `header = "curl/curl.h"` would fail there. Elsewhere CURL_INCDIR is the
+-- prefix's include/ (/usr/local, Homebrew, a CURL_DIR=... given to luarocks).
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  CURL = { library = "curl" },
 }
 build = {
   type = "builtin",
@@ -34,6 +41,7 @@ build = {
     ["userlist.openlayer"] = "lua/userlist/openlayer.lua",
     ["userlist.arthur"] = "lua/userlist/arthur.lua",
     ["userlist.usertour"] = "lua/userlist/usertour.lua",
+    ["userlist.cli"] = "lua/userlist/cli.lua",
     ["userlist.core"] = {
       sources = {
         "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/session.c",
@@ -41,6 +49,10 @@ build = {
       libraries = { "curl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" }, -- as the Makefile builds it
     },
+  },
+  install = {
+    bin = { userlist = "bin/userlist" },
   },
 }

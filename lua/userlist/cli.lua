@@ -1,0 +1,874 @@
+--- The `userlist` command: a provider's users in a terminal or a file.
+--
+--    userlist helicone --since 7d --top 10 --by cost
+--    userlist openlayer --pipeline-id 182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e --format csv > users.csv
+--    userlist arthur --task-id task-1 --format jsonl --fields id,task_id,tokens
+--
+-- Keys come from the environment (`HELICONE_API_KEY`, `OPENLAYER_API_KEY`,
+-- `ARTHUR_API_KEY` with `ARTHUR_BASE_URL`, `USERTOUR_API_KEY`); there is no
+-- option for a key, so that none ends up in a shell history or a process
+-- list. Arguments are parsed by argparse. While a listing runs and stderr is
+-- a terminal, one progress line on stderr shows users, pages, the rate,
+-- retries and waits (`USERLIST_PROGRESS=always|never` or `--progress`
+-- overrides the terminal test).
+--
+-- Exit status: 0 done, 1 an API or network error (its one-line message on
+-- stderr), 2 a usage error (bad arguments, a missing key, a query the
+-- provider refuses before any request).
+-- @module userlist.cli
+local argparse = require "argparse"
+local userlist = require "userlist"
+
+local core = userlist.core
+local floor, huge = math.floor, math.huge
+local concat, sort = table.concat, table.sort
+
+local M = {}
+
+--- Output formats, in the order `--format` lists them.
+M.FORMATS = { "table", "jsonl", "csv" }
+--- Metrics `--by` ranks users by.
+M.METRICS = { "cost", "tokens", "requests" }
+--- The common user fields, in the order a full `jsonl` record starts with.
+M.COMMON_FIELDS = { "id", "email", "requests", "sessions", "prompt_tokens", "completion_tokens",
+  "tokens", "cost", "first_seen", "last_seen" }
+--- Fields that hold Lua times and are written as ISO 8601 UTC strings.
+M.TIME_FIELDS = { first_seen = true, last_seen = true }
+
+-- ------------------------------------------------------------ converters
+-- argparse calls these on an option's text: value, or nil and a message
+-- (a usage error naming the option).
+
+local function int_arg(s)
+  local n = tonumber(s)
+  if not n or n ~= floor(n) or n ~= n or n == huge or n == -huge then
+    return nil, ("'%s' is not a whole number"):format(s)
+  end
+  return math.tointeger and math.tointeger(n) or n
+end
+
+local function positive_int(s)
+  local n, err = int_arg(s)
+  if not n then return nil, err end
+  if n < 1 then return nil, ("'%s' must be at least 1"):format(s) end
+  return n
+end
+
+local function seconds_arg(s)
+  local n = tonumber(s)
+  if not n or n ~= n or n < 0 or n == huge then
+    return nil, ("'%s' is not a number of seconds >= 0"):format(s)
+  end
+  return n
+end
+
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400 }
+
+--- A time argument: `7d`, `12h`, `30m`, `90s`, `2w` (that long ago), a Lua
+-- time (seconds since the epoch) or an ISO 8601 string (the provider checks it).
+function M.time_arg(s)
+  local n, unit = s:match("^(%d+%.?%d*)([smhdw])$")
+  if n then return os.time() - floor(tonumber(n) * UNITS[unit]) end
+  if s:match("^%d+$") then return int_arg(s) end
+  if not s:match("^%d%d%d%d%-%d%d%-%d%d") then
+    return nil, ("'%s' is not a time (7d, 12h, 30m, seconds since the epoch, or ISO 8601"
+      .. " like 2025-06-01T00:00:00Z)"):format(s)
+  end
+  return s
+end
+
+-- Helicone `--sort FIELD[:asc|desc]` -> {FIELD = dir}
+local function sort_arg(s)
+  local field, dir = s:match("^([%w_]+):(%a+)$")
+  if not field then field, dir = s:match("^([%w_]+)$"), "asc" end
+  if not field or (dir ~= "asc" and dir ~= "desc") then
+    return nil, ("'%s' is not FIELD or FIELD:asc or FIELD:desc"):format(s)
+  end
+  return { [field] = dir }
+end
+
+local SET_OPS = { contains_none = true, contains_any = true, contains_all = true, one_of = true,
+  none_of = true }
+
+local function scalar(s)
+  if s == "null" then return core.null end
+  if s == "true" then return true end
+  if s == "false" then return false end
+  return tonumber(s) or s
+end
+
+--- Openlayer `--where "COLUMN OP VALUE"` -> a column filter: `records >= 10`,
+-- `id one_of a,b`, `cost is null`. Values that read as numbers are numbers.
+function M.where_arg(s)
+  local m, op, v = s:match("^%s*(%S+)%s+(%S+)%s+(.-)%s*$")
+  if not m or v == "" then return nil, ("'%s' is not \"COLUMN OPERATOR VALUE\""):format(s) end
+  if SET_OPS[op] then
+    local list = {}
+    for item in v:gmatch("[^,]+") do list[#list + 1] = tonumber(item) or item end
+    return { measurement = m, operator = op, value = list }
+  end
+  return { measurement = m, operator = op, value = scalar(v) }
+end
+
+local function header_arg(s)
+  local name, value = s:match("^%s*([%w!#$%%&'*+.^_`|~-]+)%s*:%s*(.-)%s*$")
+  if not name then return nil, ("'%s' is not \"Name: value\""):format(s) end
+  return { name, value }
+end
+
+local function fields_arg(s)
+  local list = {}
+  for f in (s .. ","):gmatch("([^,]*),") do
+    f = f:match("^%s*(.-)%s*$")
+    if f == "" then return nil, ("'%s' has an empty field name"):format(s) end
+    list[#list + 1] = f
+  end
+  return list
+end
+
+-- ------------------------------------------------------------ providers
+-- Each option: { flag, help, to = "query key" | client = "client option",
+-- convert =, many = (repeatable), flag_value = (a flag), choices =, argname = }.
+
+local TIME_HELP = " (7d, 12h, 30m, a Lua time or ISO 8601)"
+
+local PROVIDERS = {
+  helicone = {
+    order = 1,
+    summary = "Helicone users: POST /v1/user/metrics/query (with --user-id, /v1/user/query)",
+    env = "HELICONE_API_KEY",
+    fields = { "id", "requests", "prompt_tokens", "completion_tokens", "tokens", "cost", "first_seen",
+      "last_seen" },
+    metrics = true,
+    options = {
+      { "--region", "us or eu (EU accounts are served by eu.api.helicone.ai)", client = "region",
+        choices = { "us", "eu" } },
+      { "--user-id", "only this user (repeat it; asked 100 ids a request)", to = "user_ids", many = true,
+        argname = "<id>" },
+      { "--since", "users active since" .. TIME_HELP, to = "since", convert = M.time_arg,
+        argname = "<time>" },
+      { "--until", "users active until" .. TIME_HELP, to = "until", convert = M.time_arg,
+        argname = "<time>" },
+      { "--sort", "FIELD or FIELD:desc, e.g. cost:desc (default user_id:asc)", to = "sort",
+        convert = sort_arg, argname = "<field[:dir]>" },
+      { "--limit", "users a page, 1..1000 (default 1000)", to = "limit", convert = int_arg,
+        argname = "<n>" },
+      { "--offset", "skip this many users first", to = "offset", convert = int_arg, argname = "<n>" },
+      { "--tz-minutes", "timeZoneDifferenceMinutes, -1440..1440", to = "time_zone_difference_minutes",
+        convert = int_arg, argname = "<n>" },
+      { "--time-filter-in-seconds", "send /v1/user/query times in seconds (for the day the server is"
+        .. " fixed; it reads milliseconds today)", client = "time_filter_in_seconds", flag_value = true },
+    },
+  },
+  openlayer = {
+    order = 2,
+    summary = "Openlayer users of an inference pipeline: POST /inference-pipelines/{id}/users",
+    env = "OPENLAYER_API_KEY",
+    fields = { "id", "requests", "sessions", "tokens", "cost", "first_seen", "last_seen" },
+    metrics = true,
+    options = {
+      { "--pipeline-id", "the inference pipeline (data source) UUID; required", to = "pipeline_id",
+        argname = "<uuid>" },
+      { "--sort-column", "id, dateOfFirstRecord, dateOfLastRecord, sessions, records, tokens or cost",
+        to = "sort_column", argname = "<column>" },
+      { "--order", "asc or desc (the server's default: asc)", to = "asc", choices = { "asc", "desc" },
+        map = function(v) return v == "asc" end },
+      { "--where", "a column filter \"COLUMN OP VALUE\": 'records >= 10', 'id one_of a,b' (repeat"
+        .. " it, at most 5)", to = "column_filters", convert = M.where_arg, many = true,
+        argname = "<filter>" },
+      { "--search", "ids containing this text (repeat it: all must match)", to = "search_query_and",
+        many = true, argname = "<text>" },
+      { "--search-any", "ids containing this text (repeat it: any may match)", to = "search_query_or",
+        many = true, argname = "<text>" },
+      { "--per-page", "users a page, 1..100 (default 100)", to = "per_page", convert = int_arg,
+        argname = "<n>" },
+      { "--page", "first page to ask for (from 1)", to = "page", convert = int_arg, argname = "<n>" },
+    },
+  },
+  arthur = {
+    order = 3,
+    summary = "Arthur GenAI Engine users of tasks: GET /api/v1/traces/users (self-hosted)",
+    env = "ARTHUR_API_KEY",
+    base_env = "ARTHUR_BASE_URL",
+    fields = { "id", "task_id", "requests", "sessions", "tokens", "cost", "first_seen", "last_seen" },
+    metrics = true,
+    options = {
+      { "--task-id", "a task to list the users of (repeat it; at least one)", to = "task_ids",
+        many = true, argname = "<id>" },
+      { "--since", "traces that started since" .. TIME_HELP, to = "since", convert = M.time_arg,
+        argname = "<time>" },
+      { "--until", "traces that ended until" .. TIME_HELP, to = "until", convert = M.time_arg,
+        argname = "<time>" },
+      { "--sort", "asc or desc by earliest start time (the server's default: desc)", to = "sort",
+        choices = { "asc", "desc" } },
+      { "--page-size", "rows a page, 1..5000 (default 1000)", to = "page_size", convert = int_arg,
+        argname = "<n>" },
+      { "--page", "first page to ask for (from 0)", to = "page", convert = int_arg, argname = "<n>" },
+      { "--per-user", "one row per user (rows are (user, task) pairs otherwise)", to = "dedupe",
+        flag_value = "user" },
+      { "--server-utc-offset", "the server's clock, seconds east of UTC (default 0)",
+        client = "server_utc_offset", convert = int_arg, argname = "<seconds>" },
+    },
+  },
+  usertour = {
+    order = 4,
+    summary = "Usertour users: GET /v1/users (v2 with --project-id and --environment-id)",
+    env = "USERTOUR_API_KEY",
+    fields = { "id", "email", "first_seen" },
+    metrics = false,
+    options = {
+      { "--email", "the user with exactly this email", to = "email", argname = "<email>" },
+      { "--segment-id", "users of this segment", to = "segment_id", argname = "<id>" },
+      { "--company-id", "users of this company", to = "company_id", argname = "<id>" },
+      { "--order-by", "createdAt or -createdAt (write --order-by=-createdAt)", to = "order_by",
+        choices = { "createdAt", "-createdAt" } },
+      { "--expand", "companies, memberships or memberships.company (repeat it)", to = "expand",
+        many = true, choices = { "companies", "memberships", "memberships.company" } },
+      { "--limit", "users a page, 1..100 (default 100)", to = "limit", convert = int_arg, argname = "<n>" },
+      { "--cursor", "start after this user id", to = "cursor", argname = "<id>" },
+      { "--project-id", "API v2: the project (with --environment-id and a utp_ key)", to = "project_id",
+        argname = "<id>" },
+      { "--environment-id", "API v2: the environment", to = "environment_id", argname = "<id>" },
+      { "--since", "v2: users created since" .. TIME_HELP, to = "since", convert = M.time_arg,
+        argname = "<time>" },
+      { "--until", "v2: users created until" .. TIME_HELP, to = "until", convert = M.time_arg,
+        argname = "<time>" },
+    },
+  },
+}
+M.PROVIDERS = PROVIDERS
+
+local function provider_names()
+  local names = {}
+  for name in pairs(PROVIDERS) do names[#names + 1] = name end
+  sort(names, function(a, b) return PROVIDERS[a].order < PROVIDERS[b].order end)
+  return names
+end
+
+-- Options every provider takes; `client` ones go to the constructor.
+local COMMON = {
+  { "--base-url", "the API's base URL (a self-hosted server, a proxy, the emulator)", client = "base_url",
+    argname = "<url>" },
+  { "--format", "table (default), jsonl or csv", choices = M.FORMATS, default = "table" },
+  { "--fields", "comma-separated fields to show, e.g. id,cost (a.b reads a nested field)",
+    convert = fields_arg, argname = "<list>" },
+  { "--top", "only the N users with the highest --by; a bar chart with --format table",
+    convert = positive_int, argname = "<n>" },
+  { "--by", "what --top ranks by: cost (default), tokens or requests", choices = M.METRICS },
+  { "--max-pages", "stop after this many pages", to = "max_pages", convert = positive_int, argname = "<n>" },
+  { "--dedupe", "drop a user seen before (offset paging can repeat rows)", to = "dedupe",
+    flag_value = true },
+  { "--header", "an extra request header \"Name: value\" (repeat it)", convert = header_arg, many = true,
+    argname = "<header>" },
+  { "--timeout", "seconds for one request (default 60)", client = "timeout", convert = seconds_arg,
+    argname = "<seconds>" },
+  { "--deadline", "seconds for the whole listing, retries and waits included", client = "deadline",
+    convert = seconds_arg, argname = "<seconds>" },
+  { "--max-retries", "retries of a failed request (default 2)", client = "max_retries",
+    convert = int_arg, argname = "<n>" },
+  { "--cafile", "CA bundle to verify TLS against", client = "cafile", argname = "<file>" },
+  { "--progress", "auto (default: when stderr is a terminal), always or never",
+    choices = { "auto", "always", "never" } },
+  { "--ascii", "draw the --top chart with # instead of block characters", flag_value = true },
+}
+
+-- "--base-url" -> "base_url", argparse's target name
+local function target_of(flag) return (flag:gsub("^%-%-", ""):gsub("%-", "_")) end
+
+-- ------------------------------------------------------------ the parser
+
+-- Help is printed by our own flag (argparse's calls os.exit): main() returns.
+local function add_help(p, state)
+  p:add_help(false)
+  p:flag("-h --help", "Show this help and exit."):action(function()
+    state.help = true
+    state.out:write(p:get_help(), "\n")
+  end)
+end
+
+local function add_options(cmd, list)
+  for _, o in ipairs(list) do
+    if o.flag_value ~= nil then
+      cmd:flag(o[1], o[2])
+    else
+      local opt = cmd:option(o[1], o[2])
+      if o.argname then opt:argname(o.argname) end
+      if o.choices then opt:choices(o.choices) end
+      if o.default then opt:default(o.default) end
+      if o.convert then
+        local convert, flag = o.convert, o[1]
+        opt:convert(function(s)
+          local v, err = convert(s)
+          if v == nil then return nil, flag .. ": " .. tostring(err) end
+          return v
+        end)
+      end
+      if o.many then opt:count("*") end
+    end
+  end
+end
+
+local function build_parser(state)
+  local parser = argparse("userlist", "List the users of Helicone, Openlayer, Arthur or Usertour.")
+    :command_target("provider")
+    :help_max_width(100)
+    :epilog(table.concat({
+      "Run `userlist <provider> --help` for a provider's filters.",
+      "Keys come from the environment: HELICONE_API_KEY, OPENLAYER_API_KEY, ARTHUR_API_KEY (and",
+      "ARTHUR_BASE_URL), USERTOUR_API_KEY.",
+      "Progress goes to stderr while it is a terminal (USERLIST_PROGRESS=always|never overrides).",
+      "Exit status: 0 done, 1 an API or network error, 2 a usage error.",
+    }, "\n"))
+  add_help(parser, state)
+  parser:flag("--version", "Show the version and exit."):action(function()
+    state.help = true
+    state.out:write(("userlist %s (%s)\n"):format(userlist.version, core.user_agent))
+  end)
+  for _, name in ipairs(provider_names()) do
+    local def = PROVIDERS[name]
+    local cmd = parser:command(name, def.summary):summary(def.summary)
+    add_help(cmd, state)
+    add_options(cmd, def.options)
+    add_options(cmd, COMMON)
+    local env = "Key: " .. def.env .. " (environment)"
+    if def.base_env then env = env .. "; base URL: --base-url or " .. def.base_env end
+    cmd:epilog(env .. ".\nDefault fields: " .. concat(def.fields, ",")
+      .. (def.metrics and "" or "\nThese users have no cost, tokens or requests: --top does not apply.")
+      .. "\nExit status: 0 done, 1 an API or network error, 2 a usage error.")
+  end
+  return parser
+end
+
+-- ------------------------------------------------------------ values
+
+local function is_integer(v)
+  if math.type then return math.type(v) == "integer" or (v == floor(v) and v > -2 ^ 63 and v < 2 ^ 63) end
+  return v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53
+end
+
+--- A number as text: whole numbers without a fraction, others with
+-- `decimals` places (default: up to 14 significant digits).
+function M.number_text(v, decimals)
+  if v ~= v or v == huge or v == -huge then return tostring(v) end
+  if is_integer(v) then
+    if math.type and math.type(v) == "integer" then return tostring(v) end
+    return ("%.0f"):format(v)
+  end
+  if decimals then return ("%." .. decimals .. "f"):format(v) end
+  return ("%.14g"):format(v)
+end
+
+--- ISO 8601 UTC text of a Lua time.
+function M.iso(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
+end
+
+-- user[name], or a nested field for "a.b.c" (when the user has no key "a.b.c").
+local function field_value(user, name)
+  local v = user[name]
+  if v ~= nil or not name:find(".", 1, true) then return v end
+  v = user
+  for part in name:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = v[part]
+  end
+  return v
+end
+M.field_value = field_value
+
+-- A cell's text for table and csv: nil is empty, times are ISO, tables JSON.
+local function text_of(name, v, decimals)
+  if v == nil or v == core.null then return "" end
+  local t = type(v)
+  if t == "number" then
+    if M.TIME_FIELDS[name] then return M.iso(v) end
+    return M.number_text(v, decimals)
+  end
+  if t == "table" then
+    local ok, s = pcall(core.json_encode, v)
+    return ok and s or "?"
+  end
+  return tostring(v)
+end
+
+-- Terminal text: control characters (an escape sequence in an id) shown as '?'.
+local function safe(s) return (s:gsub("%c", "?")) end
+
+-- Characters, not bytes, of a UTF-8 string.
+local function width(s) return #s - select(2, s:gsub("[\128-\191]", "")) end
+
+local function pad(s, w, right)
+  local n = w - width(s)
+  if n <= 0 then return s end
+  return right and (string.rep(" ", n) .. s) or (s .. string.rep(" ", n))
+end
+
+-- ------------------------------------------------------------ writers
+-- A writer takes users one at a time (add) and finishes (close); emit(s)
+-- writes to stdout.
+
+--- CSV (RFC 4180 quoting): a field with a comma, a quote, CR, LF or
+-- surrounding spaces is quoted, with quotes doubled.
+function M.csv_field(s)
+  if s:find('[,"\r\n]') or s:find("^%s") or s:find("%s$") then
+    return '"' .. s:gsub('"', '""') .. '"'
+  end
+  return s
+end
+
+local function csv_writer(emit, fields)
+  local started = false
+  local function start()
+    started = true
+    local head = {}
+    for i, f in ipairs(fields) do head[i] = M.csv_field(f) end
+    emit(concat(head, ",") .. "\n")
+  end
+  return {
+    add = function(user)
+      if not started then start() end
+      local row = {}
+      for i, f in ipairs(fields) do row[i] = M.csv_field(text_of(f, field_value(user, f))) end
+      emit(concat(row, ",") .. "\n")
+    end,
+    close = function() if not started then start() end end,
+  }
+end
+
+local function json_value(name, v)
+  if M.TIME_FIELDS[name] and type(v) == "number" then v = M.iso(v) end
+  local ok, s = pcall(core.json_encode, v)
+  if ok then return s end
+  return core.json_encode(tostring(v))
+end
+
+-- The keys of a full record: the common fields first, then the rest sorted.
+local COMMON_RANK = {}
+for i, f in ipairs(M.COMMON_FIELDS) do COMMON_RANK[f] = i end
+
+local function record_keys(user)
+  local keys = {}
+  for k in pairs(user) do
+    if type(k) == "string" then keys[#keys + 1] = k end
+  end
+  sort(keys, function(a, b)
+    local ra, rb = COMMON_RANK[a], COMMON_RANK[b]
+    if ra and rb then return ra < rb end
+    if ra or rb then return ra ~= nil end
+    return a < b
+  end)
+  return keys
+end
+
+--- One JSON object a line, keys in a stable order: with `fields` those
+-- (absent ones as null), else the whole user record.
+local function jsonl_writer(emit, fields)
+  return {
+    add = function(user)
+      local keys = fields or record_keys(user)
+      local parts = {}
+      for i, k in ipairs(keys) do
+        local v = field_value(user, k)
+        parts[i] = core.json_encode(k) .. ":" .. (v == nil and "null" or json_value(k, v))
+      end
+      emit("{" .. concat(parts, ",") .. "}\n")
+    end,
+    close = function() end,
+  }
+end
+
+-- Aligned columns; the widths come from the first BUFFERED rows (later,
+-- longer cells just push their line wider), so a long listing streams.
+local BUFFERED = 100
+
+local function table_writer(emit, fields)
+  local rows, widths, numeric, fixed = {}, {}, {}, false
+  for i, f in ipairs(fields) do widths[i], numeric[i] = width(f), true end
+  local function line(cells)
+    local out = {}
+    for i, c in ipairs(cells) do
+      out[i] = (i == #cells and not numeric[i]) and c or pad(c, widths[i], numeric[i])
+    end
+    return (concat(out, "  "):gsub("%s+$", "")) .. "\n"
+  end
+  local function fix()
+    fixed = true
+    emit(line(fields))
+    for _, r in ipairs(rows) do emit(line(r)) end
+    rows = nil
+  end
+  return {
+    add = function(user)
+      local cells = {}
+      for i, f in ipairs(fields) do
+        local v = field_value(user, f)
+        cells[i] = safe(text_of(f, v, 6))
+        if not fixed then
+          if v ~= nil and type(v) ~= "number" then numeric[i] = false end
+          if M.TIME_FIELDS[f] then numeric[i] = false end
+          local w = width(cells[i])
+          if w > widths[i] then widths[i] = w end
+        end
+      end
+      if fixed then emit(line(cells)) else
+        rows[#rows + 1] = cells
+        if #rows >= BUFFERED then fix() end
+      end
+    end,
+    close = function() if not fixed then fix() end end,
+  }
+end
+
+-- ------------------------------------------------------------ --top
+
+-- A min-heap of the n best {value, index, user}: a user that ties keeps
+-- the place of the one listed first.
+local function worse(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] > b[2]
+end
+
+local function top_collector(n, by)
+  local heap, count, missing = {}, 0, 0
+  local function up(i)
+    while i > 1 do
+      local p = floor(i / 2)
+      if not worse(heap[i], heap[p]) then break end
+      heap[i], heap[p] = heap[p], heap[i]
+      i = p
+    end
+  end
+  local function down(i)
+    local size = #heap
+    while true do
+      local l, r, m = 2 * i, 2 * i + 1, i
+      if l <= size and worse(heap[l], heap[m]) then m = l end
+      if r <= size and worse(heap[r], heap[m]) then m = r end
+      if m == i then return end
+      heap[i], heap[m] = heap[m], heap[i]
+      i = m
+    end
+  end
+  return {
+    add = function(user)
+      count = count + 1
+      local v = user[by]
+      if type(v) ~= "number" or v ~= v then
+        missing = missing + 1
+        return
+      end
+      local e = { v, count, user }
+      if #heap < n then
+        heap[#heap + 1] = e
+        up(#heap)
+      elseif worse(heap[1], e) then
+        heap[1] = e
+        down(1)
+      end
+    end,
+    -- the kept users, best first, and the counts
+    result = function()
+      local list = {}
+      for i = 1, #heap do list[i] = heap[i] end
+      sort(list, function(a, b) return worse(b, a) end)
+      return list, count, missing
+    end,
+  }
+end
+
+local EIGHTHS = { "▏", "▎", "▍", "▌", "▋", "▊", "▉" }
+
+--- A horizontal bar of `cells` characters for value/max (eighth blocks,
+-- or `#` with ascii).
+function M.bar(value, max, cells, ascii)
+  if max <= 0 or value <= 0 then return "" end
+  local eighths = floor(value / max * cells * 8 + 0.5)
+  if ascii then return string.rep("#", floor(eighths / 8 + 0.5)) end
+  local s = string.rep("█", floor(eighths / 8))
+  local rest = eighths % 8
+  if rest > 0 then s = s .. EIGHTHS[rest] end
+  return s
+end
+
+local function metric_text(by, v)
+  if by == "cost" then return M.number_text(v, 6) end
+  return M.number_text(v)
+end
+
+--- The chart's lines: a title, then one line a user (label, bar, value).
+function M.chart_lines(list, opts)
+  local lines = {}
+  lines[1] = ("top %d %s users by %s (of %d listed%s)"):format(#list, opts.provider, opts.by, opts.count,
+    opts.missing > 0 and (", %d without %s"):format(opts.missing, opts.by) or "")
+  if #list == 0 then return lines end
+  local labels, values, lw, vw = {}, {}, 0, 0
+  for i, e in ipairs(list) do
+    local label = safe(tostring(e[3].id or "?"))
+    if width(label) > 32 then label = label:sub(1, 31) .. "~" end
+    labels[i], values[i] = label, metric_text(opts.by, e[1])
+    if width(label) > lw then lw = width(label) end
+    if #values[i] > vw then vw = #values[i] end
+  end
+  local cells = math.max(10, math.min(opts.columns, 120) - lw - vw - 5)
+  local max = list[1][1]
+  for i, e in ipairs(list) do
+    local b = M.bar(e[1], max, cells, opts.ascii)
+    lines[#lines + 1] = pad(labels[i], lw) .. "  " .. pad(b, cells) .. "  " .. pad(values[i], vw, true)
+  end
+  return lines
+end
+
+-- ------------------------------------------------------------ progress
+
+local function plural(n, word) return ("%d %s%s"):format(n, word, n == 1 and "" or "s") end
+
+-- One line on stderr, redrawn in place ("\r" and erase to the end of the
+-- line) at most ten times a second, and at once for retries and waits.
+local function new_progress(sys, provider, enabled)
+  local p = { users = 0, pages = 0, requests = 0, retries = 0, waits = 0, waited = 0, shown = false }
+  local start, last = core.now(), -1
+  local note
+
+  local function text(final)
+    local t = core.now() - start
+    local parts = { ("%s: %s, %s"):format(provider, plural(p.users, "user"), plural(p.pages, "page")) }
+    if t > 0 and p.users > 0 then parts[#parts + 1] = ("%.0f users/s"):format(p.users / t) end
+    if p.retries > 0 then parts[#parts + 1] = plural(p.retries, "retry"):gsub("retrys", "retries") end
+    if p.waits > 0 then parts[#parts + 1] = ("%s (%.1fs)"):format(plural(p.waits, "wait"), p.waited) end
+    local s = concat(parts, ", ")
+    if final then return s .. (" - %s in %.1fs"):format(final, t) end
+    if note then s = s .. " - " .. note end
+    return s
+  end
+
+  local function draw(force, final)
+    if not enabled then return end
+    local now = core.now()
+    if not force and now - last < 0.1 then return end
+    last = now
+    local s = text(final)
+    local cols = sys.columns or 80
+    if width(s) > cols - 1 then s = s:sub(1, cols - 2) .. "~" end
+    sys.err:write("\r", s, "\27[K", final and "\n" or "")
+    p.shown = not final
+  end
+
+  function p.user()
+    p.users = p.users + 1
+    if enabled then draw(false) end
+  end
+
+  function p.event(ev)
+    local t = ev.type
+    if t == "request" then
+      p.requests = p.requests + 1
+      note = nil
+    elseif t == "response" then
+      local s = ev.status
+      if s and s >= 200 and s < 300 and s ~= 202 and not ev.kind then p.pages = p.pages + 1 end
+      draw(false)
+    elseif t == "retry" then
+      p.retries = p.retries + 1
+      note = ("retry %d after %s"):format(ev.attempt or p.retries,
+        ev.status and ("http " .. ev.status) or tostring(ev.kind))
+      draw(true)
+    elseif t == "wait" then
+      p.waits = p.waits + 1
+      p.waited = p.waited + (ev.wait or 0)
+      note = ("waiting %.1fs (%s)"):format(ev.wait or 0, tostring(ev.reason))
+      draw(true)
+    end
+  end
+
+  -- Erases the line before stdout writes to the same terminal.
+  function p.clear()
+    if p.shown then
+      sys.err:write("\r\27[K")
+      p.shown = false
+    end
+  end
+
+  function p.finish(how) draw(true, how) end
+  return p
+end
+
+-- ------------------------------------------------------------ running
+
+local function is_tty(fd)
+  local ok, how, code = os.execute("test -t " .. fd)
+  if type(ok) == "number" then return ok == 0 end -- Lua 5.1: the status
+  return ok == true and (how == nil or how == "exit") and (code == nil or code == 0)
+end
+
+local function terminal_columns(getenv)
+  local c = tonumber(getenv("COLUMNS") or "")
+  if c and c >= 20 then return floor(c) end
+  local p = io.popen("stty size 2>/dev/null")
+  if p then
+    local s = p:read("*a") or ""
+    p:close()
+    c = tonumber(s:match("^%s*%d+%s+(%d+)"))
+    if c and c >= 20 then return c end
+  end
+  return 80
+end
+
+local function default_sys()
+  local sys = { out = io.stdout, err = io.stderr, getenv = os.getenv }
+  return sys
+end
+
+-- "cli.lua:12: userlist.helicone: no API key" -> the message alone
+local function plain(msg)
+  msg = tostring(msg)
+  return (msg:gsub("^[^:\n]*:%d+: ", ""))
+end
+
+local function usage(sys, provider, msg)
+  sys.err:write("userlist: ", msg, "\n",
+    ("Try 'userlist %s--help'.\n"):format(provider and (provider .. " ") or ""))
+  return 2
+end
+
+--- Runs the command. `argv`: the arguments (Lua's `arg`); `sys` (for tests):
+-- `out`, `err` (files), `getenv`, `stderr_tty`, `stdout_tty`, `columns`.
+-- @return the exit status
+function M.main(argv, sys)
+  local base = default_sys()
+  for k, v in pairs(sys or {}) do base[k] = v end
+  sys = base
+  local args = {}
+  for i = 1, #(argv or {}) do args[i] = argv[i] end
+
+  local state = { out = sys.out }
+  local parser = build_parser(state)
+  local ok, parsed = parser:pparse(args)
+  if state.help then return 0 end
+  local named = PROVIDERS[args[1] or ""] and args[1] or nil
+  if not ok then return usage(sys, named, parsed) end
+  local name = parsed.provider
+  local def = PROVIDERS[name]
+
+  -- the environment
+  local key = sys.getenv(def.env)
+  if key == nil or key == "" then
+    return usage(sys, name, ("no API key: set %s in the environment"):format(def.env))
+  end
+  local base_url = parsed.base_url or (def.base_env and sys.getenv(def.base_env)) or nil
+  if def.base_env and (base_url == nil or base_url == "") then
+    return usage(sys, name, ("no base URL: pass --base-url or set %s"):format(def.base_env))
+  end
+
+  -- the query and the client options
+  local q, copts = {}, {}
+  for _, list in ipairs{ def.options, COMMON } do
+    for _, o in ipairs(list) do
+      local v = parsed[target_of(o[1])]
+      if o.flag_value ~= nil then v = v and o.flag_value or nil end
+      if o.many and type(v) == "table" and #v == 0 then v = nil end
+      if v ~= nil and o.map then v = o.map(v) end
+      if v ~= nil then
+        if o.to then q[o.to] = v elseif o.client then copts[o.client] = v end
+      end
+    end
+  end
+  if parsed.header and #parsed.header > 0 then
+    copts.headers = {}
+    for _, h in ipairs(parsed.header) do copts.headers[h[1]] = h[2] end
+  end
+  if base_url and base_url ~= "" then copts.base_url = base_url end
+
+  -- output
+  local fields = parsed.fields
+  local fmt = parsed.format
+  local by = parsed.by
+  if by and not parsed.top then return usage(sys, name, "--by goes with --top N") end
+  if parsed.top then
+    if not def.metrics then
+      return usage(sys, name, name .. " users have no cost, tokens or requests: --top does not apply")
+    end
+    by = by or "cost"
+  end
+  if not fields and fmt ~= "jsonl" then fields = def.fields end
+
+  local stderr_tty = sys.stderr_tty
+  local mode = parsed.progress or sys.getenv("USERLIST_PROGRESS") or "auto"
+  if mode ~= "auto" and mode ~= "always" and mode ~= "never" then
+    return usage(sys, name, ("USERLIST_PROGRESS must be auto, always or never, got '%s'"):format(mode))
+  end
+  if mode == "auto" and stderr_tty == nil then stderr_tty = is_tty(2) end
+  local show = mode == "always" or (mode == "auto" and stderr_tty)
+  local stdout_tty = sys.stdout_tty
+  if stdout_tty == nil then stdout_tty = show and is_tty(1) or false end
+  if show or (parsed.top and fmt == "table") then
+    sys.columns = sys.columns or terminal_columns(sys.getenv)
+  end
+
+  local progress = new_progress(sys, name, show)
+  copts.on_event = progress.event
+
+  local out = sys.out
+  local function emit(s)
+    if stdout_tty then progress.clear() end
+    out:write(s)
+  end
+
+  local okc, client = pcall(userlist[name], copts)
+  if not okc then return usage(sys, name, plain(client)) end
+
+  local writer
+  if fmt == "csv" then writer = csv_writer(emit, fields)
+  elseif fmt == "jsonl" then writer = jsonl_writer(emit, fields)
+  else writer = table_writer(emit, fields) end
+  local top = parsed.top and top_collector(parsed.top, by)
+  local sink = top or writer
+
+  local okl, err = pcall(function()
+    for user in client:users(q) do
+      progress.user()
+      sink.add(user)
+    end
+  end)
+  client:close()
+  progress.finish(okl and "done" or "stopped")
+
+  if okl and top then
+    local list, count, missing = top.result()
+    if fmt == "table" then
+      local lines = M.chart_lines(list, { provider = name, by = by, count = count, missing = missing,
+        columns = sys.columns or 80, ascii = parsed.ascii or not M.utf8_locale(sys.getenv) })
+      for _, l in ipairs(lines) do emit(l .. "\n") end
+    else
+      for _, e in ipairs(list) do writer.add(e[3]) end
+      writer.close()
+    end
+  elseif okl or (not top and progress.users > 0) then
+    -- a failed listing shows the rows it got (stdout), then the error (stderr)
+    writer.close()
+  end
+  out:flush()
+
+  if not okl then
+    if userlist.is_error(err) then
+      sys.err:write(tostring(err), "\n")
+      if err.kind == "invalid" then
+        sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
+        return 2
+      end
+      return 1
+    end
+    error(err, 0) -- a bug, not the API: let Lua show where
+  end
+  return 0
+end
+
+--- Whether the locale says UTF-8 (the chart's block characters).
+function M.utf8_locale(getenv)
+  getenv = getenv or os.getenv
+  local l = getenv("LC_ALL")
+  if l == nil or l == "" then l = getenv("LC_CTYPE") end
+  if l == nil or l == "" then l = getenv("LANG") end
+  return l ~= nil and l:lower():gsub("%-", ""):find("utf8", 1, true) ~= nil
+end
+
+return M
