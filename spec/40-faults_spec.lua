@@ -144,19 +144,16 @@ local PROVIDERS = {
     r429 = '{"error":{"code":"E1013","message":"Too many requests","doc_url":"https://docs.usertour.io"}}',
     extra = { { "object", '"user"' } }, time = "createdAt",
   },
-  {
-    label = "usertour v2", provider = "usertour", new = userlist.usertour, key = emu.keys.usertour_v2,
-    prefix = "", path = "/v2/projects/proj-1/environments/env-1/users",
-    options = { project_id = "proj-1", environment_id = "env-1" },
-    query = function() return { limit = 100 } end,
-    total = N, unit = "users", key_of = simple_key, first = data.id(1), last = data.id(N),
-    id_field = "id",
-    page = function(rows) return '{"results":[' .. rows .. '],"next":null,"previous":null}' end,
-    no_list = '{"next":null,"previous":null}',
-    r429 = '{"error":{"code":"E1013","message":"Too many requests","doc_url":"https://docs.usertour.io"}}',
-    extra = { { "object", '"user"' } }, time = "createdAt",
-  },
 }
+-- v2: the same envelope and user shape under another path and key
+do
+  local v2 = {}
+  for k, v in pairs(PROVIDERS[#PROVIDERS]) do v2[k] = v end
+  v2.label, v2.key = "usertour v2", emu.keys.usertour_v2
+  v2.path = "/v2/projects/proj-1/environments/env-1/users"
+  v2.options = { project_id = "proj-1", environment_id = "env-1" }
+  PROVIDERS[#PROVIDERS + 1] = v2
+end
 
 -- A canned row: the id field (raw JSON, or nil to leave it out), then the
 -- provider's extra fields, then `more`.
