@@ -3,9 +3,10 @@
 #   make              build userlist.core for Lua 5.4 and LuaJIT (those installed)
 #   make LUA=5.1      build for one Lua ABI (5.1 5.2 5.3 5.4 luajit)
 #   make demo         list users from the bundled emulator
-#   make test         luacheck, -Werror builds, specs on Lua 5.4 and LuaJIT against the
-#                     emulator (through Prism), the suite under ASan+UBSan and
-#                     valgrind, a short fuzz
+#   make test         luacheck, -Werror builds, the LuaRocks checks, the docs, specs on
+#                     Lua 5.1-5.4 and LuaJIT against the emulator (through Prism),
+#                     the suite under ASan+UBSan and valgrind, a short fuzz
+#   make rock         a source rock;  make docs  the LDoc reference
 #   make check-mem    the suite under valgrind memcheck and under ASan+UBSan
 #   make fuzz         libFuzzer on the core's response handling (FUZZ_SECONDS=60)
 VERSION   := 0.1.0
@@ -40,7 +41,7 @@ PKG_ROCK  := luarocks zip unzip git gcc pkg-config libcurl4-openssl-dev lua-cjso
              lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev
 PKG_DOCS  := lua-ldoc
 PKG_TEST  := $(PKG_DEMO) lua-busted lua-check lua-socket clang libclang-rt-14-dev luajit2 libluajit2-5.1-dev \
-             $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a))) $(PKG_ROCK) tmux
+             $(foreach a,5.1 5.2 5.3 5.4,lua$(a) $(call lua_dev,$(a))) $(PKG_ROCK) $(PKG_DOCS) tmux
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
         compile-check check-mem check-valgrind check-asan fuzz deps-fuzz rock docs install-check \
@@ -106,6 +107,7 @@ CI_FUZZ_SECONDS ?= 20
 test: deps-test lint compile-check
 	@$(MAKE) --no-print-directory build ABIS="$(ALL_ABIS)"
 	@$(MAKE) --no-print-directory install-check
+	@$(MAKE) --no-print-directory docs
 	@$(RUN_SPECS) $(ALL_ABIS)
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
