@@ -16,11 +16,11 @@ local errors = require "userlist.errors"
 local M = {}
 
 -- Lua 5.3's incremental collector lets a streaming listing's heap run to
--- 20-45 MB before it catches up (5.1, 5.2, 5.4 and LuaJIT stay within a
--- few): there, each page read pays for a step of collection worth 64 KiB of
--- allocation (a basic step was not enough), so memory stays flat however
--- many users a listing has (peak +5 MB for a million).
-local GC_STEP = _VERSION == "Lua 5.3" and 64 or nil
+-- 20-60 MB before it catches up (5.1, 5.2, 5.4 and LuaJIT stay within a
+-- few): there, each page read pays for a step of collection in proportion to
+-- its rows (1 KiB of allocation a row; a fixed basic step was not enough for
+-- Arthur's 2,500-row pages), so memory stays flat however long the listing.
+local STEP_PER_ROW = _VERSION == "Lua 5.3" and 1 or nil
 
 -- One listing in progress: its own session (so that break, an error or the
 -- end releases that connection at once) and its position.
@@ -155,8 +155,9 @@ function M.users(client, listing, q)
           return u
         end
       else
+        local read = items and #items or 0
         items = nil -- the page read so far is garbage from here on
-        if GC_STEP then collectgarbage("step", GC_STEP) end
+        if STEP_PER_ROW then collectgarbage("step", read * STEP_PER_ROW) end
         local page = next_page(w)
         if not page then return nil end
         items, i = page.users, 0
