@@ -25,9 +25,18 @@
 #define HEADER_LIMIT (256 * 1024)  /* response headers are small; cap them */
 #define KEEP_BUFFER (1024 * 1024)  /* keep up to this much buffer between requests */
 
+/* A multi handle shared by sessions opened together (core.session(opts,
+ * other)): their transfers run side by side and share one connection cache.
+ * Reference-counted in C, so sessions can be closed or collected in any
+ * order; the last one frees it. */
+typedef struct {
+    CURLM *handle;
+    int refs;
+} ul_multi;
+
 typedef struct {
     CURL *easy;
-    CURLM *multi; /* drives the easy handle; its connection cache is the session's */
+    ul_multi *m; /* drives the easy handle; its connection cache is the session's */
     CURLU *url;
     struct curl_slist *hdrs;
     ul_buffer body, head, query;
@@ -41,6 +50,8 @@ typedef struct {
     /* per transfer */
     int too_large, oom;
     int active;  /* the easy handle is in the multi handle */
+    int done;    /* ... and its transfer has ended with rc */
+    CURLcode rc;
     int pending; /* registry ref of {method, url, key, body, decode} while a
                     transfer runs: keeps the strings libcurl points at alive */
 } ul_session;
@@ -141,8 +152,9 @@ static void free_request(ul_session *s)
 static void stop_transfer(lua_State *L, ul_session *s)
 {
     if (s->active) {
-        curl_multi_remove_handle(s->multi, s->easy);
+        curl_multi_remove_handle(s->m->handle, s->easy); /* drops its messages too */
         s->active = 0;
+        s->done = 0;
     }
     if (s->pending != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->pending);
@@ -163,10 +175,11 @@ static int session_close(lua_State *L)
         curl_easy_cleanup(s->easy);
         s->easy = NULL;
     }
-    if (s->multi) {
-        curl_multi_cleanup(s->multi);
-        s->multi = NULL;
+    if (s->m && --s->m->refs == 0) {
+        curl_multi_cleanup(s->m->handle);
+        free(s->m);
     }
+    s->m = NULL;
     free(s->cafile);
     free(s->capath);
     free(s->proxy);
@@ -184,9 +197,13 @@ static int session_tostring(lua_State *L)
 int ul_session_new(lua_State *L)
 {
     int t = lua_istable(L, 1) ? 1 : 0;
-    ul_session *s;
+    ul_session *s, *share = NULL;
     if (!t && !lua_isnoneornil(L, 1))
         luaL_argerror(L, 1, "options table expected");
+    if (!lua_isnoneornil(L, 2)) {
+        share = luaL_checkudata(L, 2, UL_SESSION_MT);
+        luaL_argcheck(L, share->m != NULL, 2, "a closed session");
+    }
     s = ul_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
     s->pending = LUA_NOREF;
@@ -211,9 +228,19 @@ int ul_session_new(lua_State *L)
     s->easy = curl_easy_init();
     if (s->easy == NULL)
         return luaL_error(L, "curl_easy_init failed");
-    s->multi = curl_multi_init();
-    if (s->multi == NULL)
-        return luaL_error(L, "curl_multi_init failed");
+    if (share != NULL) {
+        s->m = share->m;
+        s->m->refs++;
+    } else {
+        ul_multi *m = malloc(sizeof *m);
+        if (m == NULL)
+            return luaL_error(L, "out of memory");
+        m->handle = curl_multi_init();
+        m->refs = 1;
+        s->m = m;
+        if (m->handle == NULL)
+            return luaL_error(L, "curl_multi_init failed");
+    }
     return 1;
 }
 
@@ -805,7 +832,9 @@ static int prepare(lua_State *L, ul_session *s)
     lua_pushboolean(L, decode);
     lua_setfield(L, -2, "decode");
     s->pending = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (curl_multi_add_handle(s->multi, s->easy) != CURLM_OK) {
+    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)s);
+    s->done = 0;
+    if (curl_multi_add_handle(s->m->handle, s->easy) != CURLM_OK) {
         stop_transfer(L, s);
         return luaL_error(L, "curl_multi_add_handle failed");
     }
@@ -932,22 +961,32 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
     return 1;
 }
 
-/* One non-blocking round of libcurl's work. Returns 1 and sets *rc when the
- * transfer has ended, 0 while it runs; -1 on a multi-handle failure. */
+/* One non-blocking round of libcurl's work for every transfer of the shared
+ * multi handle; each that ended is marked done in its own session. Returns
+ * 1 and sets *rc when s's transfer has ended, 0 while it runs; -1 on a
+ * multi-handle failure. */
 static int advance(ul_session *s, CURLcode *rc)
 {
     int running, left;
     CURLMsg *msg;
-    CURLMcode mc = curl_multi_perform(s->multi, &running);
+    CURLMcode mc = curl_multi_perform(s->m->handle, &running);
     if (mc != CURLM_OK)
         return -1;
-    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == s->easy) {
-            *rc = msg->data.result;
-            return 1;
+    while ((msg = curl_multi_info_read(s->m->handle, &left)) != NULL) {
+        char *owner = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &owner);
+        if (owner != NULL) {
+            ul_session *t = (ul_session *)(void *)owner;
+            t->done = 1;
+            t->rc = msg->data.result;
         }
     }
-    return 0;
+    if (!s->done)
+        return 0;
+    *rc = s->rc;
+    return 1;
 }
 
 static int multi_failed(lua_State *L, ul_session *s)
@@ -974,7 +1013,7 @@ static int session_request(lua_State *L)
     if (n)
         return n;
     while ((done = advance(s, &rc)) == 0) {
-        if (curl_multi_poll(s->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+        if (curl_multi_poll(s->m->handle, NULL, 0, 1000, NULL) != CURLM_OK)
             return multi_failed(L, s);
     }
     if (done < 0)
@@ -1012,11 +1051,24 @@ static int session_step(lua_State *L)
     if (done)
         return finish(L, s, rc);
     lua_pushboolean(L, 0);
-    if (curl_multi_timeout(s->multi, &ms) == CURLM_OK && ms >= 0)
+    if (curl_multi_timeout(s->m->handle, &ms) == CURLM_OK && ms >= 0)
         lua_pushnumber(L, (lua_Number)ms / 1000);
     else
         lua_pushnil(L);
     return 2;
+}
+
+/* session:wait([seconds]): blocks until one of the shared multi handle's
+ * transfers can make progress, or seconds pass (default: libcurl's own next
+ * deadline, at most 1 s). For callers driving several sessions with step(). */
+static int session_wait(lua_State *L)
+{
+    ul_session *s = check_session(L);
+    double secs = luaL_optnumber(L, 2, 1);
+    luaL_argcheck(L, secs >= 0 && secs <= 86400, 2, "seconds must be between 0 and 86400");
+    if (curl_multi_poll(s->m->handle, NULL, 0, (int)(secs * 1000), NULL) != CURLM_OK)
+        return luaL_error(L, "curl_multi_poll failed");
+    return 0;
 }
 
 /* session:cancel(): abandons a transfer in progress (idempotent); the
@@ -1027,6 +1079,19 @@ static int session_cancel(lua_State *L)
     stop_transfer(L, s);
     free_request(s);
     return 0;
+}
+
+/* session:sent(): whether the transfer in progress has sent its request
+ * (headers) yet, so a caller that starts one ahead knows when to stop
+ * driving it. */
+static int session_sent(lua_State *L)
+{
+    ul_session *s = check_session(L);
+    long n = 0;
+    if (s->active)
+        curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &n);
+    lua_pushboolean(L, s->active && (s->done || n > 0));
+    return 1;
 }
 
 /* session:busy(): whether a transfer is in progress. */
@@ -1044,8 +1109,10 @@ void ul_session_register(lua_State *L)
         {"request", session_request},
         {"start", session_start},
         {"step", session_step},
+        {"wait", session_wait},
         {"cancel", session_cancel},
         {"busy", session_busy},
+        {"sent", session_sent},
         {"close", session_close},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {

@@ -160,6 +160,37 @@ describe("session", function()
       s:close()
     end)
 
+    it("runs transfers of sessions opened together side by side, on their shared connections", function()
+      emu.reset()
+      local a = core.session()
+      local b = core.session(nil, a)
+      assert(a:start{ url = emu.http .. "/_emu/echo?n=1", headers = slow(200) })
+      assert(b:start{ url = emu.http .. "/_emu/echo?n=2", headers = slow(200) })
+      local got = {}
+      while not (got.a and got.b) do
+        -- either session's step moves both; each sees only its own result
+        for name, s in pairs{ a = a, b = b } do
+          if not got[name] then
+            local res = s:step()
+            if res ~= false then got[name] = res end
+          end
+        end
+        if not (got.a and got.b) then a:wait(0.05) end
+      end
+      assert.equal("1", got.a.body.query.n)
+      assert.equal("2", got.b.body.query.n)
+      assert.equal(2, emu.stats().max_in_flight)
+      assert.equal(2, emu.stats().connections)
+      -- the shared cache keeps both connections: later requests open none
+      assert(b:request{ url = emu.http .. "/_emu/echo" })
+      assert(a:request{ url = emu.http .. "/_emu/echo" })
+      assert.equal(2, emu.stats().connections)
+      a:close() -- b keeps the multi handle alive
+      assert(b:request{ url = emu.http .. "/_emu/echo" })
+      b:close()
+      assert.has_error(function() core.session(nil, b) end)
+    end)
+
     it("frees a transfer in progress when closed or collected", function()
       local s = core.session()
       assert(s:start{ url = emu.http .. "/_emu/echo", headers = slow(300) })

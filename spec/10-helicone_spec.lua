@@ -19,6 +19,8 @@ local function client(opts)
               sleep = function(s) slept[#slept + 1] = s end }
   for k, v in pairs(opts) do if k ~= "users" then o[k] = v end end
   if opts.users then o.headers = { ["X-Emu-Users"] = tostring(opts.users) } end
+  -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
+  if o.concurrency == nil then o.concurrency = 1 end
   return userlist.helicone(o)
 end
 

@@ -21,6 +21,8 @@ local function client(opts, users, waits)
     opts.headers["X-Emu-Users"] = tostring(users)
   end
   if waits then opts.sleep = function(s) waits[#waits + 1] = s end end
+  -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
+  if opts.concurrency == nil then opts.concurrency = 1 end
   return userlist.openlayer(opts)
 end
 

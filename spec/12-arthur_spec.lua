@@ -20,6 +20,8 @@ local function new(opts, users)
               headers = { ["X-Emu-Users"] = tostring(users or 40) },
               sleep = function(s) slept[#slept + 1] = s end }
   for k, v in pairs(opts or {}) do o[k] = v end
+  -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
+  if o.concurrency == nil then o.concurrency = 1 end
   return userlist.arthur(o)
 end
 

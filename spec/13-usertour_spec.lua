@@ -14,6 +14,8 @@ local function v1(n, opts)
   opts.api_key = opts.api_key or emu.keys.usertour
   opts.base_url = opts.base_url or emu.http
   if n then opts.headers = { ["X-Emu-Users"] = tostring(n) } end
+  -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
+  if opts.concurrency == nil then opts.concurrency = 1 end
   return userlist.usertour(opts)
 end
 

@@ -171,6 +171,7 @@ describe("OpenAPI conformance through Prism", function()
     local function client(opts)
       opts = opts or {}
       opts.api_key, opts.base_url, opts.max_retries = emu.keys.helicone, through("HELICONE"), 0
+      opts.concurrency = 1 -- the request log is read in order
       return userlist.helicone(opts)
     end
 
@@ -287,7 +288,7 @@ describe("OpenAPI conformance through Prism", function()
   describe("Openlayer", function()
     local function client()
       return userlist.openlayer{ api_key = emu.keys.openlayer, base_url = through("OPENLAYER"),
-        pipeline_id = PIPELINE, max_retries = 0 }
+        pipeline_id = PIPELINE, max_retries = 0, concurrency = 1 }
     end
 
     it("lists every user over several pages (default query: perPage 100, body {})", function()
@@ -348,7 +349,7 @@ describe("OpenAPI conformance through Prism", function()
 
     it("takes the pipeline id per query, and dedupes", function()
       local c = userlist.openlayer{ api_key = emu.keys.openlayer, base_url = through("OPENLAYER"),
-        max_retries = 0 }
+        max_retries = 0, concurrency = 1 }
       local other = "0b7e1a52-9c1d-4f0e-8a8e-1d2c3b4a5f60"
       local users = all(c, { pipeline_id = other, per_page = 100, max_pages = 2, dedupe = true })
       assert.equal(200, #users)
@@ -379,6 +380,7 @@ describe("OpenAPI conformance through Prism", function()
     local function client(opts)
       opts = opts or {}
       opts.api_key, opts.base_url, opts.max_retries = emu.keys.arthur, through("ARTHUR"), 0
+      opts.concurrency = 1
       return userlist.arthur(opts)
     end
 
@@ -490,7 +492,7 @@ describe("OpenAPI conformance through Prism", function()
   describe("Usertour v1", function()
     local function client()
       return userlist.usertour{ api_key = emu.keys.usertour, base_url = through("USERTOUR_V1"),
-        max_retries = 0 }
+        max_retries = 0, concurrency = 1 }
     end
 
     it("lists every user by following the next links (default query)", function()
@@ -570,6 +572,7 @@ describe("OpenAPI conformance through Prism", function()
     local function client(opts)
       opts = opts or {}
       opts.api_key, opts.base_url, opts.max_retries = emu.keys.usertour_v2, through("USERTOUR_V2"), 0
+      opts.concurrency = 1
       return userlist.usertour(opts)
     end
 

@@ -173,6 +173,7 @@ local function new_client(P, rec, extra)
     base_url = ((extra and extra.base_url) or emu.http) .. P.prefix,
     headers = { ["X-Emu-Users"] = tostring(N) },
     sleep = function(s) rec.waits[#rec.waits + 1] = s end,
+    concurrency = 1, -- faults are queued per request, in order (spec/14 fetches ahead)
     on_event = function(ev)
       rec.events[#rec.events + 1] = ev
       for k, v in pairs(ev) do keep(k, rec.strings); keep(v, rec.strings) end

@@ -17,6 +17,8 @@ local function client(n, opts)
   opts.headers = { ["X-Emu-Users"] = tostring(n or 30) }
   opts.sleep = opts.sleep or function(s) rec.waits[#rec.waits + 1] = s end
   opts.on_event = opts.on_event or function(ev) rec.events[#rec.events + 1] = ev end
+  -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
+  if opts.concurrency == nil then opts.concurrency = 1 end
   return userlist.usertour(opts), rec
 end
 

@@ -152,7 +152,9 @@ describe("userlist command", function()
 
     it("a server that keeps failing: exit 1 after the retries", function()
       emu.faults("/api/v1/traces/users", { { status = 503 }, { status = 503 } })
-      local status, _, err = run("arthur --base-url " .. E .. " --task-id task-1 --max-retries 1")
+      -- one page at a time, so the queued failures go to the first page
+      local status, _, err = run("arthur --base-url " .. E
+        .. " --task-id task-1 --max-retries 1 --concurrency 1")
       assert.equal(1, status)
       assert.matches("^userlist: arthur http 503", err)
       assert.equal(2, emu.stats().requests)
@@ -439,8 +441,19 @@ describe("userlist command", function()
   describe("in a terminal (tmux)", function()
     local sock, conf, n = nil, nil, 0
 
+    -- tmux itself runs without the ASan run's preloaded runtime (it dies
+    -- under it); the command inside gets it back, for the ASan-built core
+    local SAN = { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" }
+    local inner = {}
+    for _, name in ipairs(SAN) do
+      local v = os.getenv(name)
+      if v then inner[#inner + 1] = name .. "=" .. q(v) end
+    end
+    inner = table.concat(inner, " ")
+
     local function tmux(args)
-      local p = assert(io.popen(("tmux -u -L %s -f %s %s 2>&1"):format(sock, conf, args)))
+      local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS"
+        .. " tmux -u -L %s -f %s %s 2>&1"):format(sock, conf, args)))
       local s = p:read("*a")
       p:close()
       return s
@@ -463,8 +476,8 @@ describe("userlist command", function()
 
     local function start(args, env)
       n = n + 1
-      local cmd = ("cd %s && env -u COLUMNS -u USERLIST_PROGRESS LANG=C.UTF-8 %s %s %s bin/userlist %s;"
-        .. " echo EXIT=$?"):format(q(os.getenv("PWD") or "."), KEYS, env or "", lua, args)
+      local cmd = ("cd %s && env -u COLUMNS -u USERLIST_PROGRESS LANG=C.UTF-8 %s %s %s %s bin/userlist %s;"
+        .. " echo EXIT=$?"):format(q(os.getenv("PWD") or "."), inner, KEYS, env or "", lua, args)
       tmux(("new-session -d -s spec -x 100 -y 40 %s"):format(q(cmd)))
     end
 

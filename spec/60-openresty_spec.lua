@@ -11,12 +11,14 @@ local N = 250
 
 -- ------------------------------------------------------------ the app server
 
--- nginx's LuaJIT must not inherit the spec run's Lua paths (they may be
--- another Lua's, whose cjson.so it cannot load)
+-- What the specs start (nginx, curl) must not inherit the spec run's Lua
+-- paths (another Lua's, whose cjson.so nginx's LuaJIT cannot load) nor the
+-- ASan run's preloaded runtime (curl hangs under it)
 local CLEAN_ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4"
+  .. " -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS"
 
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
+  local p = assert(io.popen(CLEAN_ENV .. " sh -c '" .. cmd:gsub("'", "'\\''") .. "' 2>&1"))
   local out = p:read("*a")
   local ok, _, code = p:close()
   return out, (ok == true or ok == 0 or code == 0)
@@ -26,8 +28,8 @@ end
 local function start_app(workers)
   local dir = assert(os.tmpname())
   os.remove(dir)
-  local out, ok = sh(("%s USERLIST_NGINX_CONF=spec/openresty/nginx.conf.in USERLIST_EMU_WORKERS=%d "
-    .. "spec/emulator/run start %s"):format(CLEAN_ENV, workers, dir))
+  local out, ok = sh(("USERLIST_NGINX_CONF=spec/openresty/nginx.conf.in USERLIST_EMU_WORKERS=%d "
+    .. "spec/emulator/run start %s"):format(workers, dir))
   assert(ok, "the app server did not start: " .. out)
   return { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
 end
@@ -144,13 +146,21 @@ describe("inside nginx (one worker)", function()
     assert.equal(0, emu.stats().requests) -- nothing was sent
   end)
 
-  it("lists every provider completely, over one connection per listing", function()
+  it("lists every provider completely, each listing over its own few reused connections", function()
     for _, name in ipairs(NAMES) do
       emu.reset()
       local r = list(app, "provider=" .. name)
       r.provider = name
       assert_complete(r)
-      assert.equal(1, emu.stats().connections, name)
+      -- page-number listings open at most one connection per page in
+      -- flight (the default concurrency, 4) and reuse them; a cursor
+      -- listing reuses one
+      local conns = emu.stats().connections
+      if name == "usertour" or name == "usertour_v2" then
+        assert.equal(1, conns, name)
+      else
+        assert.is_true(conns >= 1 and conns <= 4, name .. ": " .. conns .. " connections")
+      end
     end
   end)
 
@@ -278,8 +288,8 @@ describe("examples/openresty (the budget gate)", function()
     f:close()
     local dir = os.tmpname()
     os.remove(dir)
-    local out, ok = sh(("%s HELICONE_API_KEY=%s HELICONE_BASE_URL=%s BUDGET_USD=0.1 USERLIST_NGINX_CONF=%s "
-      .. "spec/emulator/run start %s"):format(CLEAN_ENV, emu.keys.helicone, emu.http, conf, dir))
+    local out, ok = sh(("HELICONE_API_KEY=%s HELICONE_BASE_URL=%s BUDGET_USD=0.1 USERLIST_NGINX_CONF=%s "
+      .. "spec/emulator/run start %s"):format(emu.keys.helicone, emu.http, conf, dir))
     assert(ok, "the example did not start: " .. out)
     app = { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
   end)

@@ -219,6 +219,7 @@ local listing = {
     end
     norm.rows(users, ROW, p.offset)
     local count = norm.int(body.count)
+    p.count = count -- bounds the pages fetched ahead
     local seen = p.page_size * st.page + #users
     -- Stop on a short page, or on the page that reaches `count` (which saves
     -- an empty request when the total is an exact multiple of page_size).
@@ -227,6 +228,10 @@ local listing = {
     if currency == null then currency = nil end
     return users, (not last) and { page = st.page + 1 } or nil,
       { page = st.page, page_size = p.page_size, count = count, display_currency = currency }
+  end,
+  ahead = function(p, st)
+    if p.count and p.page_size * (st.page + 1) >= p.count then return nil end
+    return { page = st.page + 1 }
   end,
 }
 

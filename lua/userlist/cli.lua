@@ -266,6 +266,8 @@ local COMMON = {
     convert = seconds_arg, argname = "<seconds>" },
   { "--max-retries", "retries of a failed request (default 2)", client = "max_retries",
     convert = int_arg, argname = "<n>" },
+  { "--concurrency", "pages fetched at once (default 4; 1: one after another)", client = "concurrency",
+    convert = positive_int, argname = "<n>" },
   { "--cafile", "CA bundle to verify TLS against", client = "cafile", argname = "<file>" },
   { "--progress", "auto (default: when stderr is a terminal), always or never",
     choices = { "auto", "always", "never" } },

@@ -22,7 +22,7 @@ local SESSION_OPTIONS = {
 local CLIENT_OPTIONS = {
   api_key = "string", base_url = "string", headers = "table", max_retries = "number",
   loading_timeout = "number", sleep = "function", max_retry_wait = "number",
-  deadline = "number", on_event = "function", engine = "string",
+  deadline = "number", on_event = "function", engine = "string", concurrency = "number",
 }
 
 -- Engines: "blocking" waits in libcurl (curl_multi_poll); "nginx" steps the
@@ -100,8 +100,8 @@ local function nginx_sleep(secs) return ngx_api().sleep(secs) end
 local Client = {}
 
 --- The session options this client opens its connections with.
-function Client:_new_session()
-  return core.session(self._session_options)
+function Client:_new_session(share)
+  return core.session(self._session_options, share)
 end
 
 --- A session for one call: an idle one of the client's (its connection is
@@ -134,26 +134,43 @@ function Client:close()
   end
 end
 
---- One HTTP exchange on `session` with the client's engine: the response,
--- or nil, err.
-function Client:_transfer(session, t)
-  if self._engine == "blocking" then return session:request(t) end
-  local ngx = ngx_api()
-  local phase = ngx.get_phase()
-  if not YIELDING[phase] then
-    return nil, errors.new{ kind = "invalid", provider = self.provider, method = t.method, url = t.url,
-      message = ("cannot wait for HTTP in nginx's %s phase without blocking the worker: call "
-        .. "userlist from a rewrite, access or content handler or from ngx.timer.at"):format(phase) }
-  end
-  local ok, err = session:start(t)
-  if not ok then return nil, err end
+-- Inside nginx, waiting is allowed only where ngx.sleep can yield.
+function Client:_nginx_refusal(t)
+  local phase = ngx_api().get_phase()
+  if YIELDING[phase] then return nil end
+  return errors.new{ kind = "invalid", provider = self.provider, method = t.method, url = t.url,
+    message = ("cannot wait for HTTP in nginx's %s phase without blocking the worker: call "
+      .. "userlist from a rewrite, access or content handler or from ngx.timer.at"):format(phase) }
+end
+
+--- Waits for the transfer under way on `session`: the response, or nil, err.
+-- The blocking engine waits in libcurl (which meanwhile also moves the
+-- other transfers of the session's multi handle); the nginx engine sleeps
+-- in nginx between non-blocking steps.
+function Client:_await(session)
+  local nginx = self._engine == "nginx" and ngx_api()
   local pause = POLL_MIN
   while true do
     local res, hint = session:step()
     if res ~= false then return res, hint end
-    ngx.sleep(hint and hint < pause and hint or pause)
-    if pause < POLL_MAX then pause = pause * 2 end
+    if nginx then
+      nginx.sleep(hint and hint < pause and hint or pause)
+      if pause < POLL_MAX then pause = pause * 2 end
+    else
+      session:wait(hint and hint < 1 and hint or 1)
+    end
   end
+end
+
+--- One HTTP exchange on `session` with the client's engine: the response,
+-- or nil, err.
+function Client:_transfer(session, t)
+  if self._engine == "blocking" then return session:request(t) end
+  local refused = self:_nginx_refusal(t)
+  if refused then return nil, refused end
+  local ok, err = session:start(t)
+  if not ok then return nil, err end
+  return self:_await(session)
 end
 
 -- Waits before another try: the server's word if it gave one (up to the
@@ -199,6 +216,7 @@ end
 -- Rate-limit headers that say the budget is spent: pause the next request
 -- until the reset instead of spending a request on a 429.
 function Client:_note_rate_limit(rl)
+  if rl and rl.remaining then self._rate_remaining = rl.remaining end
   if rl and rl.remaining == 0 and rl.reset and rl.reset > 0 then
     self._pause_until = core.now() + math.min(rl.reset, self._max_retry_wait)
   end
@@ -210,24 +228,61 @@ local call -- below: the loop of one call
 -- `deadline_at` (core.now() time) bounds the call with its retries and waits;
 -- by default the client's `deadline` option from now.
 -- @return the response (status, headers, body) or nil, err
-function Client:_call(req, session, deadline_at)
+function Client:_call(req, session, deadline_at, begun)
   local own = session == nil
   if own then session = self:_acquire() end
-  local res, err = call(self, req, session, deadline_at)
+  local res, err = call(self, req, session, deadline_at, begun)
   if own then self:_release(session) end
   if err then self:_scrub(err) end
   return res, err
 end
 
-function call(self, req, session, deadline_at)
+-- The transfer table of the core for req.
+function Client:_exchange(req, url, timeout)
+  return { method = req.method, url = url, query = req.query, json = req.json,
+           api_key = secrets[self], headers = self._headers, timeout = timeout }
+end
+
+--- Starts the first try of req on `session` without waiting for it (a page
+-- fetched ahead), for `_call(req, session, deadline_at, begun)` to collect:
+-- what goes wrong is handled there, retries included. Returns `begun`.
+function Client:_begin(req, session, deadline_at)
+  local url = req.url or (self.base_url .. req.path)
+  local timeout = self._timeout
+  if deadline_at then timeout = math.max(math.min(deadline_at - core.now(), timeout), 0.001) end
+  local t = self:_exchange(req, url, timeout)
+  local begun = {}
+  if self._engine == "nginx" then begun.err = self:_nginx_refusal(t) end
+  if begun.err then return begun end
+  self:_emit{ type = "request", method = req.method, url = url, attempt = 1 }
+  local ok, err = session:start(t)
+  if not ok then
+    begun.err = err
+    return begun
+  end
+  -- send it now, so the server works while the caller reads: a few
+  -- non-blocking steps get a request out on a connection that is open; one
+  -- still connecting goes out when the listing next drives libcurl
+  for _ = 1, 4 do
+    local res, e = session:step()
+    if res ~= false then
+      begun.res, begun.err = res, e
+      break
+    end
+    if session:sent() then break end
+  end
+  return begun
+end
+
+function call(self, req, session, deadline_at, begun)
   local def = self._def
   deadline_at = deadline_at or (self._deadline and core.now() + self._deadline)
   local attempt, loading_since = 0, nil
   local loads, waited = 0, 0 -- "still loading" answers and the time slept on them
   local url = req.url or (self.base_url .. req.path)
   while true do
-    local pause = self._pause_until and self._pause_until - core.now()
-    self._pause_until = nil
+    local pause = not begun and self._pause_until and self._pause_until - core.now()
+    if not begun then self._pause_until = nil end
     if pause and pause > 0 and not self:_wait(pause, "rate_limit", req, url, attempt + 1, deadline_at) then
       return nil, deadline_error(self, req, url)
     end
@@ -237,11 +292,16 @@ function call(self, req, session, deadline_at)
       if left <= 0 then return nil, deadline_error(self, req, url) end
       timeout = math.min(left, self._timeout)
     end
-    self:_emit{ type = "request", method = req.method, url = url, attempt = attempt + 1 }
-    local res, err = self:_transfer(session, {
-      method = req.method, url = url, query = req.query, json = req.json,
-      api_key = secrets[self], headers = self._headers, timeout = timeout,
-    })
+    local res, err
+    if begun then
+      -- the first try was started ahead (a prefetched page): collect it
+      res, err = begun.res, begun.err
+      if res == nil and err == nil then res, err = self:_await(session) end
+      begun = nil
+    else
+      self:_emit{ type = "request", method = req.method, url = url, attempt = attempt + 1 }
+      res, err = self:_transfer(session, self:_exchange(req, url, timeout))
+    end
     self:_emit{ type = "response", method = req.method, url = url, attempt = attempt + 1,
                 status = res and res.status or err.status, kind = err and err.kind }
     self:_note_rate_limit((res or err).rate_limit)
@@ -366,6 +426,12 @@ function M.define(def)
         error(("userlist.%s: bad option '%s' (a number of seconds >= 0 expected)"):format(def.name, name), 2)
       end
     end
+    local conc = opts.concurrency or 4
+    if conc < 1 or conc > 64 or conc ~= math.floor(conc) then
+      error(("userlist.%s: bad option 'concurrency' (a whole number from 1 to 64 expected)")
+        :format(def.name), 2)
+    end
+    self._concurrency = conc
     if self._max_retries < 0 or self._max_retries ~= math.floor(self._max_retries) then
       error(("userlist.%s: bad option 'max_retries' (a whole number >= 0 expected)"):format(def.name), 2)
     end

@@ -328,6 +328,10 @@ local listing = {
   -- dedupe = true: one row per user id (sorts on other fields have ties
   -- and the server no tie-breaker, so a row can repeat across pages)
   key = function(u) return u.id end,
+  ahead = function(p, pos)
+    if p.mode ~= "ids" then return pos + p.limit end
+    return pos + ROW_CAP < #p.ids and pos + ROW_CAP or nil
+  end,
 }
 
 local methods = {}

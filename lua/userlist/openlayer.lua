@@ -247,6 +247,7 @@ local listing = {
     return items, (not last) and (page + 1) or nil, { page = page, per_page = p.per_page }
   end,
   key = function(u) return u.id end,
+  ahead = function(_, page) return page + 1 end,
 }
 
 return client.define{

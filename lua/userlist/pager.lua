@@ -8,7 +8,19 @@
 --   request(client, p, state) -> {method, path, query, json}
 --   parse(client, body, p, state) -> items, next_state | nil (last page), facts
 --   key(user) -> string           optional: identity, for dedupe
+--   ahead(p, state) -> state      optional: the position after `state` if
+--                                 its page is full (nil: unknown or past
+--                                 the end), so pages can be fetched ahead
 -- }
+--
+-- Pages are fetched ahead, up to the client's `concurrency` (default 4) at
+-- once on sessions that share one libcurl multi handle: for page-number and
+-- offset listings (`ahead`), the next positions are asked for while the
+-- current page is read; for cursor listings, the next page is asked for as
+-- soon as its cursor is known. Users still come in order, a failed prefetch
+-- goes through the client's one request path (retries included), and at the
+-- end at most concurrency - 1 requests were sent past it. With concurrency
+-- 1 nothing is fetched ahead: each page is asked for when the caller wants it.
 -- @module userlist.pager
 local core = require "userlist.core"
 local errors = require "userlist.errors"
@@ -22,8 +34,9 @@ local M = {}
 -- Arthur's 2,500-row pages), so memory stays flat however long the listing.
 local STEP_PER_ROW = _VERSION == "Lua 5.3" and 1 or nil
 
--- One listing in progress: its own session (so that break, an error or the
--- end releases that connection at once) and its position.
+-- One listing in progress: its own sessions (so that break, an error or the
+-- end releases those connections at once), its position and the requests
+-- it has in flight ahead of it (`queue`, in page order).
 local function open_walk(client, listing, q)
   local ok, p = pcall(listing.prepare, client, q == nil and {} or q)
   if not ok then
@@ -37,14 +50,42 @@ local function open_walk(client, listing, q)
     -- the client's deadline bounds the whole listing, not each request
     deadline_at = client._deadline and core.now() + client._deadline,
     power = 1, steps = 0, -- loop guard state (check_loop)
+    queue = {}, idle = {},
+    concurrency = client._concurrency,
   }
+end
+
+-- A session for one request of the walk: an idle one, or a new one that
+-- shares the walk's multi handle (and so its connections).
+local function take_session(w)
+  local idle = w.idle
+  local s = idle[#idle]
+  if s then
+    idle[#idle] = nil
+    return s
+  end
+  s = w.client:_new_session(w.first_session)
+  w.first_session = w.first_session or s
+  return s
+end
+
+local function cancel_queue(w)
+  local q = w.queue
+  for i = #q, 1, -1 do
+    q[i].session:cancel()
+    w.idle[#w.idle + 1] = q[i].session
+    q[i] = nil
+  end
 end
 
 local function close_walk(w)
   w.done = true
-  if w.session and not w.shared then
-    w.session:close()
-    w.session = nil
+  cancel_queue(w)
+  if not w.shared then
+    for i = #w.idle, 1, -1 do
+      w.idle[i]:close()
+      w.idle[i] = nil
+    end
   end
 end
 
@@ -83,6 +124,46 @@ local function check_loop(w, items, next_state)
   return nil
 end
 
+-- How many requests may be in flight: the client's concurrency, lowered to
+-- what the last rate-limit headers said is left.
+local function window(w)
+  local n = w.single and 1 or w.concurrency
+  local left = w.client._rate_remaining
+  if left and left < n then n = left > 0 and left or 1 end
+  return n
+end
+
+local function same(a, b)
+  if a == b then return true end
+  local pa = position(a)
+  return pa ~= nil and pa == position(b)
+end
+
+-- Starts requests until `window` are in flight: the walk's position first,
+-- then the positions `ahead` predicts (never past max_pages).
+local function fill(w)
+  local q, listing = w.queue, w.listing
+  -- while a spent rate limit is waited out, nothing starts early: the next
+  -- request goes through the client's request path, which waits first
+  local pause = w.client._pause_until
+  if pause and pause > core.now() then return end
+  local want = window(w)
+  while #q < want do
+    local state
+    if #q == 0 then
+      state = w.state
+    elseif listing.ahead then
+      state = listing.ahead(w.p, q[#q].state)
+    end
+    if state == nil then return end
+    if w.max_pages and w.number + #q >= w.max_pages then return end
+    local session = take_session(w)
+    local req = listing.request(w.client, w.p, state)
+    local begun = w.client:_begin(req, session, w.deadline_at)
+    q[#q + 1] = { state = state, req = req, session = session, begun = begun }
+  end
+end
+
 -- Fetches the next page of a walk: page table, or nil at the end; raises
 -- the error value on failure (after closing the walk).
 local function next_page(w)
@@ -92,9 +173,12 @@ local function next_page(w)
     return nil
   end
   local client, listing = w.client, w.listing
-  w.session = w.session or client:_new_session()
-  local req = listing.request(client, w.p, w.state)
-  local res, err = client:_call(req, w.session, w.deadline_at)
+  fill(w)
+  local head = table.remove(w.queue, 1) or
+    { session = take_session(w), req = listing.request(client, w.p, w.state) }
+  local req = head.req
+  local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
+  w.idle[#w.idle + 1] = head.session
   if not res then
     close_walk(w)
     error(err, 0)
@@ -119,9 +203,15 @@ local function next_page(w)
   local page = facts or {}
   page.users, page.number, page.status = items, w.number, res.status
   if next_state == nil then
-    close_walk(w)
+    close_walk(w) -- what was fetched past the end is dropped
   else
+    -- fetched ahead on a guess that this page was not the last: keep what
+    -- matches the position the server gave, drop the rest
+    if w.queue[1] and not same(w.queue[1].state, next_state) then cancel_queue(w) end
     w.state = next_state
+    -- the next page is on its way while this one is read (concurrency 1:
+    -- nothing is asked before the caller asks for it)
+    if w.concurrency > 1 and not w.single then fill(w) end
   end
   return page
 end
@@ -171,9 +261,11 @@ end
 function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
-    w.session, w.shared = client:_acquire(), true
+    local session = client:_acquire()
+    w.idle[1], w.shared, w.single = session, true, true
     local ok, page = pcall(next_page, w)
-    client:_release(w.session)
+    cancel_queue(w)
+    client:_release(session)
     if not ok then error(page, 0) end
     page.next = (not w.done) and w.state or nil
     return page

@@ -60,15 +60,25 @@ function M.set_config(patch)
   return M.config()
 end
 
---- Counts one data-plane request; returns its sequence number.
+--- Counts one data-plane request; returns its sequence number. It is in
+-- flight until `finished` (the log phase, which runs however it ended).
 function M.count(new_connection)
   if new_connection then dict:incr("stats:connections", 1, 0) end
+  local now = dict:incr("stats:in_flight", 1, 0)
+  if now > (dict:get("stats:max_in_flight") or 0) then dict:set("stats:max_in_flight", now) end
+  ngx.ctx.emu_counted = true -- luacheck: ignore 122
   return dict:incr("stats:requests", 1, 0)
+end
+
+function M.finished()
+  if ngx.ctx.emu_counted then dict:incr("stats:in_flight", -1, 0) end
 end
 
 function M.stats()
   return { connections = dict:get("stats:connections") or 0,
-           requests = dict:get("stats:requests") or 0 }
+           requests = dict:get("stats:requests") or 0,
+           in_flight = dict:get("stats:in_flight") or 0,
+           max_in_flight = dict:get("stats:max_in_flight") or 0 }
 end
 
 --- Appends to the log of the last LOG_SIZE requests.

@@ -1,0 +1,216 @@
+--- make bench: userlist against the bundled emulator, beside the decoder's
+-- limit and the alternatives, on the same pages (bench/README.md).
+--   bench.lua loopback N      listings of N users per provider, no delay
+--   bench.lua delay PAGES MS  listings of about PAGES pages, each answered after MS ms
+--   bench.lua rss NAME N      one listing; prints its peak RSS (VmHWM, KiB)
+-- Prints markdown table rows on stdout. USERLIST_EMU_HTTP: the emulator.
+local userlist = require "userlist"
+local core = require "userlist.core"
+local cjson = require "cjson"
+local R = require "requests"
+
+local BASE = assert(os.getenv("USERLIST_EMU_HTTP"), "run it with make bench")
+local LUA = rawget(_G, "jit") and "LuaJIT" or _VERSION
+local LUA_BIN = os.getenv("BENCH_LUA") or "lua5.4"
+local mode = arg[1]
+
+local QUERIES = {
+  helicone = { limit = 1000 },
+  openlayer = { pipeline_id = R.PIPE, per_page = 100 },
+  arthur = { task_ids = { "task-1", "task-2", "task-3" }, page_size = 5000, sort = "asc" },
+  usertour = { limit = 100 },
+}
+
+local function client(name, n, concurrency)
+  local base = name == "openlayer" and BASE .. "/v1" or BASE
+  return userlist[name]{ api_key = R.KEYS[name], base_url = base, concurrency = concurrency,
+    headers = { ["X-Emu-Users"] = tostring(n) } }
+end
+
+local function rows_of(name, body)
+  if name == "helicone" then return body.data.users end
+  if name == "openlayer" then return body.items end
+  if name == "arthur" then return body.users end
+  return body.results
+end
+
+-- userlist: every user of the listing. @return rows, seconds
+local function run_userlist(name, n, concurrency)
+  local c = client(name, n, concurrency)
+  local rows = 0
+  local t0 = core.now()
+  for _ in c:users(QUERIES[name]) do rows = rows + 1 end
+  return rows, core.now() - t0
+end
+
+-- The bodies of the listing's pages, fetched raw over one connection; each
+-- is decoded with cjson from memory as it arrives, and only the decoding is
+-- timed. @return rows, seconds decoding, bytes
+local function run_decoder(name, n)
+  local s = core.session()
+  local headers = { ["X-Emu-Users"] = tostring(n) }
+  local rows, secs, bytes = 0, 0, 0
+  for k = 0, R.pages(name, n) - 1 do
+    local method, url, body = R[name].req(BASE, k, n)
+    local res = assert(s:request{ method = method, url = url, body = body, decode = false,
+      api_key = R.KEYS[name], headers = body and { ["X-Emu-Users"] = headers["X-Emu-Users"],
+      ["Content-Type"] = "application/json" } or headers })
+    local text = res.body
+    bytes = bytes + #text
+    local t0 = core.now()
+    local doc = cjson.decode(text)
+    secs = secs + core.now() - t0
+    rows = rows + #rows_of(name, doc)
+  end
+  s:close()
+  return rows, secs, bytes
+end
+
+-- luasocket + cjson: socket.http page by page, as a pure-Lua user would.
+local function run_luasocket(name, n)
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  local rows = 0
+  local t0 = core.now()
+  local k, nxt = 0, nil
+  while true do
+    local method, url, body = R[name].req(BASE, k, n)
+    if name == "usertour" and nxt then url = BASE .. nxt end
+    local out = {}
+    local headers = { authorization = "Bearer " .. R.KEYS[name], ["x-emu-users"] = tostring(n),
+      accept = "application/json" }
+    if body then
+      headers["content-type"] = "application/json"
+      headers["content-length"] = tostring(#body)
+    end
+    local ok, code = http.request{ url = url, method = method, headers = headers,
+      source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out) }
+    assert(ok and code == 200, "luasocket: " .. tostring(code))
+    local doc = cjson.decode(table.concat(out))
+    local page = rows_of(name, doc)
+    rows = rows + #page
+    k = k + 1
+    if name == "usertour" then
+      if doc.next == cjson.null then break end
+      nxt = doc.next
+    elseif #page < R[name].per or (name == "arthur" and k * R[name].per >= doc.count) then
+      break
+    end
+  end
+  return rows, core.now() - t0
+end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function run_python(name, n)
+  local out = sh(("python3 bench/pyloop.py %s %s %d"):format(name, BASE, n))
+  local rows, secs = out:match("^(%d+) ([%d.e-]+)")
+  assert(rows, "python: " .. out)
+  return tonumber(rows), tonumber(secs)
+end
+
+-- curl: the same requests in one invocation (one connection), bodies to
+-- /dev/null: the transfer's own limit.
+local function run_curl(name, n)
+  local cfg = os.tmpname()
+  local f = assert(io.open(cfg, "w"))
+  for k = 0, R.pages(name, n) - 1 do
+    local method, url, body = R[name].req(BASE, k, n)
+    if k > 0 then f:write("next\n") end
+    f:write(('url = "%s"\nrequest = "%s"\noutput = "/dev/null"\nsilent\n'):format(url, method))
+    f:write(('header = "Authorization: Bearer %s"\nheader = "X-Emu-Users: %d"\n'):format(R.KEYS[name], n))
+    if body then
+      f:write('header = "Content-Type: application/json"\n')
+      f:write(('data = "%s"\n'):format(body:gsub('"', '\\"')))
+    end
+  end
+  f:close()
+  local t0 = core.now()
+  local ok = os.execute("curl -K " .. cfg)
+  local secs = core.now() - t0
+  os.remove(cfg)
+  assert(ok == true or ok == 0, "curl failed")
+  return R.rows(name, n), secs
+end
+
+local function row(name, what, rows, secs, bytes, note)
+  print(("| %s | %s | %s | %d | %.2f | %s | %s | %s |"):format(LUA, name, what, rows, secs,
+    secs > 0 and ("%.0f"):format(rows / secs) or "-",
+    bytes and ("%.1f"):format(bytes / 1e6 / secs) or "-", note or ""))
+  io.stdout:flush()
+end
+
+local function emu_config(t)
+  local s = core.session()
+  assert(s:request{ method = "POST", url = BASE .. "/_emu/config", json = t })
+  s:close()
+end
+
+if mode == "loopback" then
+  local n = tonumber(arg[2]) or 1000000
+  emu_config{ delay_ms = 0 }
+  for _, name in ipairs(R.NAMES) do
+    local want = R.rows(name, n)
+    local drows, dsecs, bytes = run_decoder(name, n)
+    assert(drows == want, name .. ": decoder saw " .. drows .. " rows, not " .. want)
+    row(name, "decoder's limit: cjson.decode of the same bodies, in memory", drows, dsecs, bytes)
+    for _, c in ipairs{ 4, 1 } do
+      local rows, secs = run_userlist(name, n, c)
+      assert(rows == want, name .. ": userlist listed " .. rows)
+      row(name, ("userlist, concurrency %d"):format(c), rows, secs, bytes,
+        ("%.2fx the decoder"):format(secs / dsecs))
+    end
+    local rows, secs = run_luasocket(name, n)
+    assert(rows == want, name .. ": luasocket listed " .. rows)
+    row(name, "luasocket + cjson", rows, secs, bytes, ("%.2fx the decoder"):format(secs / dsecs))
+    if LUA_BIN == "lua5.4" then -- the same for either Lua: measured once
+      rows, secs = run_python(name, n)
+      assert(rows == want, name .. ": python listed " .. rows)
+      row(name, "Python http.client + json", rows, secs, bytes, ("%.2fx the decoder"):format(secs / dsecs))
+      rows, secs = run_curl(name, n)
+      row(name, "curl, one connection (transfer only)", rows, secs, bytes)
+    end
+  end
+elseif mode == "delay" then
+  local pages, ms = tonumber(arg[2]) or 40, tonumber(arg[3]) or 50
+  emu_config{ delay_ms = ms }
+  for _, name in ipairs(R.NAMES) do
+    -- n users making `pages` full pages and a short last one
+    local per = R[name].per
+    local n = (pages - 1) * per + math.floor(per / 2)
+    if name == "arthur" then n = math.floor(n / 1.2) end
+    local want, np = R.rows(name, n), R.pages(name, n)
+    local ideal = np * ms / 1000 / 4
+    local _, _, bytes = run_decoder(name, n)
+    for _, c in ipairs{ 4, 1 } do
+      local rows, secs = run_userlist(name, n, c)
+      assert(rows == want)
+      row(name, ("userlist, concurrency %d (%d pages)"):format(c, np), rows, secs, bytes,
+        c == 4 and ("%.2fx pages x delay / 4"):format(secs / ideal) or "")
+    end
+    local rows, secs = run_luasocket(name, n)
+    assert(rows == want)
+    row(name, ("luasocket + cjson (%d pages)"):format(np), rows, secs, bytes)
+    if LUA_BIN == "lua5.4" then
+      rows, secs = run_python(name, n)
+      row(name, ("Python http.client + json (%d pages)"):format(np), rows, secs, bytes)
+    end
+  end
+  emu_config{ delay_ms = 0 }
+elseif mode == "rss" then
+  local name, n = arg[2], tonumber(arg[3])
+  local rows = run_userlist(name, n, 4)
+  assert(rows == R.rows(name, n))
+  local f = assert(io.open("/proc/self/status"))
+  local status = f:read("*a")
+  f:close()
+  print(status:match("VmHWM:%s*(%d+)"))
+else
+  io.stderr:write("usage: bench.lua loopback N | delay PAGES MS | rss NAME N\n")
+  os.exit(2)
+end

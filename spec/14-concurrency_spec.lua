@@ -1,0 +1,156 @@
+-- Pages fetched ahead (the `concurrency` option): page-number and offset
+-- listings keep up to `concurrency` requests in flight on sessions that
+-- share one libcurl multi handle; cursor listings ask for the next page as
+-- soon as its cursor is known. Users still come complete and in order, a
+-- failed prefetch is retried like any request, and the end costs at most
+-- concurrency - 1 requests past it.
+local userlist = require "userlist"
+local core = require "userlist.core"
+local emu = require "support.emu"
+
+local data = dofile("spec/emulator/lua/emu/data.lua")
+local PIPE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+
+-- rows of task-1 among users 1..n, in ascending order (Arthur's pairs)
+local function arthur_rows(n)
+  local rows = {}
+  for i = 1, n do
+    for _, t in ipairs(data.tasks(i)) do
+      if t == 1 then rows[#rows + 1] = data.id(i) .. "/task-1" end
+    end
+  end
+  return rows
+end
+
+-- Each listing: the client, its query for pages of `per` users, the key of
+-- a yielded row and the expected keys for n users.
+local LISTINGS = {
+  { name = "helicone", path = "/v1/user/metrics/query",
+    new = function(o) return userlist.helicone(o) end,
+    query = function(per) return { limit = per } end },
+  { name = "openlayer", path = "/v1/inference-pipelines/",
+    new = function(o)
+      o.base_url = o.base_url .. "/v1"
+      return userlist.openlayer(o)
+    end,
+    query = function(per) return { pipeline_id = PIPE, per_page = per } end },
+  { name = "arthur", path = "/api/v1/traces/users",
+    new = function(o) return userlist.arthur(o) end,
+    query = function(per) return { task_ids = { "task-1" }, page_size = per, sort = "asc" } end,
+    key = function(u) return u.id .. "/" .. u.task_id end,
+    expect = arthur_rows },
+  { name = "usertour", path = "/v1/users", cursor = true,
+    new = function(o) return userlist.usertour(o) end,
+    query = function(per) return { limit = per } end },
+}
+local KEYS = { helicone = emu.keys.helicone, openlayer = emu.keys.openlayer, arthur = emu.keys.arthur,
+  usertour = emu.keys.usertour }
+
+local function expected(L, n)
+  if L.expect then return L.expect(n) end
+  local ids = {}
+  for i = 1, n do ids[i] = data.id(i) end
+  return ids
+end
+
+local function client(L, n, opts)
+  local o = { api_key = KEYS[L.name], base_url = emu.http, concurrency = 4,
+    headers = { ["X-Emu-Users"] = tostring(n) } }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return L.new(o)
+end
+
+local function list(L, c, per)
+  local keys = {}
+  for u in c:users(L.query(per)) do keys[#keys + 1] = (L.key or function(x) return x.id end)(u) end
+  return keys
+end
+
+-- Polls the emulator until `pred(stats)` holds (bounded: 5 s).
+local function until_stats(pred)
+  local t0 = core.now()
+  while true do
+    local st = emu.stats()
+    if pred(st) or core.now() - t0 > 5 then return st end
+  end
+end
+
+describe("pages fetched ahead", function()
+  before_each(function() emu.reset() end)
+  after_each(function() emu.reset() end)
+
+  for _, L in ipairs(LISTINGS) do
+    describe(L.name, function()
+      it("lists every user once and in order, pages of 10 answered after 50 ms each", function()
+        emu.config{ delay_ms = 50 }
+        local n = 95
+        local want = expected(L, n)
+        assert.same(want, list(L, client(L, n), 10))
+        local st = emu.stats()
+        local pages = math.floor(#want / 10) + 1
+        if L.cursor then
+          -- one ahead at a time, as each cursor comes from the page before
+          assert.equal(1, st.max_in_flight)
+          assert.equal(pages, st.requests)
+        else
+          assert.equal(4, st.max_in_flight)
+          assert.is_true(st.requests >= pages and st.requests <= pages + 3,
+            ("%d requests for %d pages"):format(st.requests, pages))
+        end
+      end)
+
+      it("has asked for what comes next while the caller still reads the first page", function()
+        local it_ = client(L, 95):pages(L.query(10))
+        local first = it_()
+        assert.equal(1, first.number)
+        -- page 1 read, and the next 4 in flight (cursor: the next one);
+        -- Arthur's count, known from page 1, stops it at the last page
+        local pages = math.ceil(#expected(L, 95) / 10)
+        local want = L.cursor and 2 or math.min(5, pages)
+        local st = until_stats(function(s) return s.requests >= want end)
+        assert.equal(want, st.requests)
+      end)
+
+      it("retries a prefetched page that fails, and still lists every user in order", function()
+        local n = 95
+        local waits = {}
+        emu.faults(L.path, { { delay_ms = 0 }, { status = 503 }, { status = 502 } })
+        local c = client(L, n, { sleep = function(s) waits[#waits + 1] = s end })
+        assert.same(expected(L, n), list(L, c, 10))
+        assert.equal(2, #waits) -- two failed tries, each retried after a backoff wait
+      end)
+
+      it("sends at most concurrency - 1 requests past the end of a short listing", function()
+        local n = 15
+        local want = expected(L, n)
+        assert.same(want, list(L, client(L, n), 10))
+        local pages = math.floor(#want / 10) + 1
+        local st = emu.stats()
+        assert.is_true(st.requests <= pages + 3, ("%d requests for %d pages"):format(st.requests, pages))
+        assert.equal(0, until_stats(function(s) return s.in_flight == 0 end).in_flight)
+      end)
+
+      it("fails with one structured error when a page fails on every try, after the right users", function()
+        emu.faults(L.path, { { delay_ms = 0 }, { status = 500 }, { status = 500 }, { status = 500 },
+          { status = 500 }, { status = 500 }, { status = 500 } })
+        local c = client(L, 95, { sleep = function() end, concurrency = 1 })
+        local keys = {}
+        local ok, err = pcall(function()
+          for u in c:users(L.query(10)) do keys[#keys + 1] = (L.key or function(x) return x.id end)(u) end
+        end)
+        assert.is_false(ok)
+        assert.is_true(userlist.is_error(err))
+        assert.equal(500, err.status)
+        assert.equal(10, #keys)
+      end)
+    end)
+  end
+
+  it("refuses a concurrency that is not a whole number from 1 to 64", function()
+    for _, bad in ipairs{ 0, 65, 1.5, -1 } do
+      local ok, msg = pcall(userlist.usertour, { api_key = "ak_x", concurrency = bad })
+      assert.is_false(ok)
+      assert.matches("'concurrency'", msg)
+    end
+  end)
+end)
