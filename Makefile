@@ -7,6 +7,7 @@
 #                     Lua 5.1-5.4 and LuaJIT against the emulator (through Prism),
 #                     the suite under ASan+UBSan and valgrind, a short fuzz
 #   make rock         a source rock;  make docs  the LDoc reference
+#   make bench        the benchmark (bench/run), not a test
 #   make check-mem    the suite under valgrind memcheck and under ASan+UBSan
 #   make fuzz         libFuzzer on the core's response handling (FUZZ_SECONDS=60)
 VERSION   := 0.1.0
@@ -45,7 +46,7 @@ PKG_TEST  := $(PKG_DEMO) lua-busted lua-check lua-socket clang libclang-rt-14-de
 
 .PHONY: all build deps-build deps-demo deps-test deps-mem demo test lint spec clean devtree \
         compile-check check-mem check-valgrind check-asan fuzz deps-fuzz rock docs install-check \
-        deps-rock deps-docs
+        deps-rock deps-docs bench
 all: build
 
 build: deps-build $(foreach a,$(ABIS),build/$(a)/userlist/core.so) devtree
@@ -133,6 +134,14 @@ rock: deps-rock
 	@spec/rock-check.sh pack
 install-check: deps-rock
 	@spec/emulator/run exec -- spec/rock-check.sh
+
+# The benchmark (not a test): userlist on Lua 5.4 and LuaJIT against the
+# emulator beside the decoder's limit, luasocket + cjson, Python and curl on
+# the same pages (bench/run; BENCH_USERS, BENCH_PAGES, BENCH_DELAY_MS).
+PKG_BENCH := $(PKG_DEMO) lua-socket python3 curl lua5.4 luajit2
+bench: ; $(call need_pkgs,$(PKG_BENCH))
+	@$(MAKE) --no-print-directory build ABIS="5.4 luajit"
+	@bench/run
 
 # The LDoc API reference (config.ld) in build/docs/index.html.
 deps-docs: ; $(call need_pkgs,$(PKG_DOCS))
