@@ -98,7 +98,7 @@ demo: deps-demo
 	@spec/emulator/run exec -- sh -c 'lua5.4 examples/demo.lua && USERLIST_LUA=lua5.4 examples/cli.sh'
 
 lint: deps-test
-	luacheck --quiet lua spec examples bin/userlist
+	luacheck --quiet lua spec examples bench bin/userlist
 
 # Compiles for every Lua ABI under gcc and clang (warnings are errors), runs
 # the specs on Lua 5.4 and LuaJIT against the emulator, then the whole suite

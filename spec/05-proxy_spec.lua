@@ -6,7 +6,7 @@ local emu = require "support.emu"
 local lua = assert(os.getenv("USERLIST_LUA"), "USERLIST_LUA unset: run through make test")
 
 local function child(env, code)
-  local p = assert(io.popen(env .. " " .. lua .. " -e '" .. code .. "' 2>&1"))
+  local p = assert(io.popen(emu.child_env .. " " .. env .. " " .. lua .. " -e '" .. code .. "' 2>&1"))
   local out = p:read("*a")
   p:close()
   return out

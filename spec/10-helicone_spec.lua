@@ -119,10 +119,11 @@ describe("helicone", function()
       local lua = assert(os.getenv("USERLIST_LUA"), "USERLIST_LUA unset: run through spec/run.sh")
       local code = "local c = require('userlist').helicone{ base_url = os.getenv('USERLIST_EMU_HTTP') }"
         .. " local p = assert(c:page{ limit = 3 }) io.write(#p.users, ' ', p.users[1].id)"
-      local f = io.popen("HELICONE_API_KEY=" .. KEY .. " " .. lua .. " -e \"" .. code .. "\" 2>&1")
+      local f = io.popen(emu.child_env .. " HELICONE_API_KEY=" .. KEY .. " " .. lua
+        .. " -e \"" .. code .. "\" 2>&1")
       assert.equal("3 user-0000001", f:read("*a"))
       f:close()
-      f = io.popen("env -u HELICONE_API_KEY " .. lua
+      f = io.popen("env -u HELICONE_API_KEY " .. emu.child_env .. " " .. lua
         .. " -e \"print(select(2, pcall(require('userlist').helicone, {})))\" 2>&1")
       assert.matches("no API key %(pass api_key or set HELICONE_API_KEY%)", f:read("*a"))
       f:close()

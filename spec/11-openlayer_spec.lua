@@ -126,7 +126,7 @@ describe("openlayer", function()
 
     local function child(env, code)
       local lua = os.getenv("USERLIST_LUA") or "lua"
-      local p = assert(io.popen(env .. " " .. lua .. " -e '" .. code .. "' 2>&1"))
+      local p = assert(io.popen(emu.child_env .. " " .. env .. " " .. lua .. " -e '" .. code .. "' 2>&1"))
       local out = p:read("*a")
       p:close()
       return out

@@ -105,7 +105,7 @@ end
 
 -- A child Lua with the given environment (run.sh exports LUA_PATH/CPATH).
 local function child(env, script)
-  local cmd = ("env %s %s -e '%s' 2>&1"):format(env, LUA, script)
+  local cmd = ("env %s %s %s -e '%s' 2>&1"):format(env, emu.child_env, LUA, script)
   local p = assert(io.popen(cmd))
   local out = p:read("*a")
   p:close()

@@ -6,7 +6,8 @@ local lua = assert(os.getenv("USERLIST_LUA"), "USERLIST_LUA is unset: run the sp
 
 local function run(script)
   local out = os.tmpname()
-  local cmd = ("USERLIST_EMU_HTTP='%s' %s %s >%s 2>&1; echo $?"):format(emu.http, lua, script, out)
+  local cmd = ("USERLIST_EMU_HTTP='%s' %s %s %s >%s 2>&1; echo $?"):format(emu.http, emu.child_env, lua,
+    script, out)
   local p = assert(io.popen(cmd))
   local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
   p:close()
@@ -38,7 +39,8 @@ describe("examples", function()
   end
 
   it("the demo exits non-zero with a clear message when no emulator is given", function()
-    local p = assert(io.popen(("env -u USERLIST_EMU_HTTP %s examples/demo.lua 2>&1; echo $?"):format(lua)))
+    local p = assert(io.popen(("env -u USERLIST_EMU_HTTP %s %s examples/demo.lua 2>&1; echo $?")
+      :format(emu.child_env, lua)))
     local text = p:read("*a")
     p:close()
     assert.matches("USERLIST_EMU_HTTP is unset", text)

@@ -27,8 +27,8 @@ end
 -- (unless env says otherwise); returns status, stdout, stderr.
 local function run(args, env)
   local out, err = os.tmpname(), os.tmpname()
-  local cmd = ("env -u USERLIST_PROGRESS -u COLUMNS %s %s %s bin/userlist %s >%s 2>%s </dev/null; echo $?")
-    :format(KEYS, env or "", lua, args, out, err)
+  local cmd = ("env -u USERLIST_PROGRESS -u COLUMNS %s %s %s %s bin/userlist %s >%s 2>%s </dev/null; echo $?")
+    :format(emu.child_env, KEYS, env or "", lua, args, out, err)
   local p = assert(io.popen(cmd))
   local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
   p:close()
@@ -449,6 +449,7 @@ describe("userlist command", function()
       local v = os.getenv(name)
       if v then inner[#inner + 1] = name .. "=" .. q(v) end
     end
+    if emu.child_env ~= "" then inner[#inner + 1] = emu.child_env end
     inner = table.concat(inner, " ")
 
     local function tmux(args)
