@@ -11,16 +11,6 @@ local emu = require "support.emu"
 local data = dofile("spec/emulator/lua/emu/data.lua")
 local PIPE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 
--- rows of task-1 among users 1..n, in ascending order (Arthur's pairs)
-local function arthur_rows(n)
-  local rows = {}
-  for i = 1, n do
-    for _, t in ipairs(data.tasks(i)) do
-      if t == 1 then rows[#rows + 1] = data.id(i) .. "/task-1" end
-    end
-  end
-  return rows
-end
 
 -- Each listing: the client, its query for pages of `per` users, the key of
 -- a yielded row and the expected keys for n users.
@@ -38,7 +28,7 @@ local LISTINGS = {
     new = function(o) return userlist.arthur(o) end,
     query = function(per) return { task_ids = { "task-1" }, page_size = per, sort = "asc" } end,
     key = function(u) return u.id .. "/" .. u.task_id end,
-    expect = arthur_rows },
+    expect = emu.arthur_task1_rows },
   { name = "usertour", path = "/v1/users", cursor = true,
     new = function(o) return userlist.usertour(o) end,
     query = function(per) return { limit = per } end },

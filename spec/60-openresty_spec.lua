@@ -70,15 +70,6 @@ end
 -- ------------------------------------------------------------ expectations
 
 -- Arthur lists (user, task) rows; the app asks for task-1 only.
-local function arthur_rows()
-  local rows = {}
-  for i = 1, N do
-    for _, t in ipairs(data.tasks(i)) do
-      if t == 1 then rows[#rows + 1] = data.id(i) .. "/task-1" end
-    end
-  end
-  return rows
-end
 
 local EXPECT = {
   helicone = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
@@ -87,7 +78,7 @@ local EXPECT = {
   usertour_v2 = { count = N, first = data.id(1), last = data.id(N), pages = 3 },
 }
 do
-  local rows = arthur_rows()
+  local rows = emu.arthur_task1_rows(N)
   EXPECT.arthur = { count = #rows, first = rows[1], last = rows[#rows], pages = math.ceil(#rows / 100) }
 end
 local NAMES = { "helicone", "openlayer", "arthur", "usertour", "usertour_v2" }

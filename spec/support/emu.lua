@@ -41,6 +41,19 @@ function M.faults(path, list) return M.post("/_emu/faults", { path = path, fault
 -- the suite's own process, running the same core, keeps the leak check.
 M.child_env = os.getenv("ASAN_OPTIONS") and "ASAN_OPTIONS=detect_leaks=0:exitcode=23" or ""
 
+-- Arthur's rows for task-1 among users 1..n, ascending, as "user/task-1"
+-- keys (its listing has one row per (user, task) pair).
+function M.arthur_task1_rows(n)
+  local data = dofile("spec/emulator/lua/emu/data.lua")
+  local rows = {}
+  for i = 1, n do
+    for _, t in ipairs(data.tasks(i)) do
+      if t == 1 then rows[#rows + 1] = data.id(i) .. "/task-1" end
+    end
+  end
+  return rows
+end
+
 -- The X-Emu-Fault header value for a fault spec table.
 function M.fault(spec) return core.json_encode(spec) end
 
