@@ -81,7 +81,7 @@ end
 local function close_walk(w)
   w.done = true
   cancel_queue(w)
-  if not w.shared then
+  if not w.single then -- page()'s one session is the client's, handed back by page()
     for i = #w.idle, 1, -1 do
       w.idle[i]:close()
       w.idle[i] = nil
@@ -262,7 +262,7 @@ function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
     local session = client:_acquire()
-    w.idle[1], w.shared, w.single = session, true, true
+    w.idle[1], w.single = session, true
     local ok, page = pcall(next_page, w)
     cancel_queue(w)
     client:_release(session)
