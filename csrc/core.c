@@ -131,6 +131,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"version_info", core_version_info},
         {"json_decode", core_json_decode},
         {"json_encode", core_json_encode},
+        {"shape", ul_shape},
         {NULL, NULL}};
     int st, inst;
 

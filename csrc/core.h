@@ -6,6 +6,9 @@
 
 #ifndef USERLIST_VERSION
 #define USERLIST_VERSION "0.1.0"
+/* shape.c: core.shape(rows, spec [, naive_offset [, shift]]) */
+int ul_shape(lua_State *L);
+
 #endif
 
 /* Every function of the module has one upvalue: the state table below. It
@@ -28,5 +31,8 @@ int ul_error_tostring(lua_State *L);
 /* session.c */
 int ul_session_new(lua_State *L);
 void ul_session_register(lua_State *L); /* expects the state table on top */
+
+/* shape.c: core.shape(rows, spec [, naive_offset [, shift]]) */
+int ul_shape(lua_State *L);
 
 #endif

@@ -33,8 +33,7 @@ local time = require "userlist.time"
 
 local check, raise = errors.check, errors.raise_invalid
 local null = core.null
-local floor, type, pairs = math.floor, type, pairs
-local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
+local floor, type = math.floor, type
 
 local MAX_PAGE_SIZE = 5000
 local DEFAULT_PAGE_SIZE = 1000 -- the server's default is 10; fewer round trips
@@ -76,34 +75,6 @@ local function server_time(field, v, offset)
   return t, naive_iso(t)
 end
 
--- Naive server times read back: "2025-01-01T00:01:00" -> Lua time number.
--- One pattern for the server's own shape, a cache of day numbers (rows of
--- a page share few dates), and the general parser for anything else.
-local day_cache, day_cache_n = {}, 0
-local byte, sub = string.byte, string.sub
-local function digit(c) return c and c >= 48 and c <= 57 end
-local function server_epoch(v, offset)
-  if type(v) ~= "string" then return nil end
-  if #v ~= 19 then return norm.time(v, offset) end
-  local T, h1, h2, c1, m1, m2, c2, s1, s2 = byte(v, 11, 19)
-  if T ~= 84 or c1 ~= 58 or c2 ~= 58 or not (digit(h1) and digit(h2) and digit(m1) and digit(m2)
-      and digit(s1) and digit(s2)) then
-    return norm.time(v, offset)
-  end
-  local date = sub(v, 1, 10)
-  local day = day_cache[date]
-  if not day then
-    day = time.parse_iso(date)
-    if not day then return nil end
-    if day_cache_n >= 4096 then day_cache, day_cache_n = {}, 0 end
-    day_cache[date], day_cache_n = day, day_cache_n + 1
-  end
-  local h, mi, s = (h1 - 48) * 10 + h2 - 48, (m1 - 48) * 10 + m2 - 48, (s1 - 48) * 10 + s2 - 48
-  if h > 23 or mi > 59 or s > 60 then return nil end
-  local t = day + h * 3600 + mi * 60 + s - offset
-  return tointeger and tointeger(t) or t
-end
-
 -- Query -----------------------------------------------------------------------
 
 local function task_ids(c, q)
@@ -138,70 +109,20 @@ end
 
 -- Users ---------------------------------------------------------------------
 
-local function int(v)
-  if type(v) == "number" then return tointeger and tointeger(v) or v end
-  return norm.int(v)
-end
-
--- An id list with every element a string (numbers printed whole, nulls dropped).
-local function id_list(a)
-  for i = 1, #a do
-    if type(a[i]) ~= "string" then
-      local out = {}
-      for j = 1, #a do
-        local s = norm.id(a[j])
-        if s then out[#out + 1] = s end
-      end
-      return out
-    end
-  end
-  return a
-end
-
--- One row as the common user shape; every provider field is kept.
-local function map(u, offset)
-  for k, v in pairs(u) do
-    if v == null then
-      u[k] = nil
-    elseif type(v) == "table" and k ~= "session_ids" and k ~= "trace_ids" then
-      norm.strip_nulls(v)
-    end
-  end
-  u.user_id = norm.id(u.user_id)
-  u.task_id = norm.id(u.task_id)
-  for i = 1, #ID_LISTS do
-    local k = ID_LISTS[i]
-    if type(u[k]) == "table" then u[k] = id_list(u[k]) end
-  end
-  for i = 1, #INTS do
-    local k = INTS[i]
-    local v = u[k]
-    if v ~= nil then u[k] = int(v) or v end -- else left for norm.rows to report
-  end
-  for i = 1, #NUMS do
-    local k = NUMS[i]
-    local v = u[k]
-    if v ~= nil then u[k] = norm.num(v) or v end
-  end
-  u.id = u.user_id
-  u.requests = u.trace_count
-  u.sessions = u.session_count
-  u.prompt_tokens = u.prompt_token_count
-  u.completion_tokens = u.completion_token_count
-  u.tokens = u.total_token_count
-  u.cost = u.total_token_cost
-  u.first_seen = server_epoch(u.earliest_start_time, offset)
-  u.last_seen = server_epoch(u.latest_end_time, offset)
-  return u
-end
+-- One row as the common user shape; every provider field is kept. Times
+-- are the server's naive wall clock, read at p.offset.
+local ROW = norm.shape{
+  list = "users", ids = { "user_id", "task_id" }, id_lists = ID_LISTS, ints = INTS, nums = NUMS,
+  copy = { { "id", "user_id" }, { "requests", "trace_count" }, { "sessions", "session_count" },
+    { "prompt_tokens", "prompt_token_count" }, { "completion_tokens", "completion_token_count" },
+    { "tokens", "total_token_count" }, { "cost", "total_token_cost" } },
+  times = { first_seen = "earliest_start_time", last_seen = "latest_end_time" },
+  numbers = {},
+}
+for _, k in ipairs(INTS) do ROW.numbers[#ROW.numbers + 1] = k end
+for _, k in ipairs(NUMS) do ROW.numbers[#ROW.numbers + 1] = k end
 
 -- Listing ----------------------------------------------------------------------
-
-local ROW_NUMBERS = {}
-for _, k in ipairs(INTS) do ROW_NUMBERS[#ROW_NUMBERS + 1] = k end
-for _, k in ipairs(NUMS) do ROW_NUMBERS[#ROW_NUMBERS + 1] = k end
-local ROW = { list = "users", map = map, numbers = ROW_NUMBERS,
-  times = { first_seen = "earliest_start_time", last_seen = "latest_end_time" } }
 
 local listing = {
   prepare = prepare,
@@ -276,7 +197,7 @@ function methods:user(id, q)
       error(errors.new{ kind = "decode", provider = "arthur", status = res.status,
                         message = "user detail is not a JSON object" }, 0)
     end
-    return map(res.body, self.options.server_utc_offset or 0)
+    return norm.one(res.body, ROW, self.options.server_utc_offset or 0)
   end)
 end
 

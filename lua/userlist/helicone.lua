@@ -22,7 +22,7 @@ local norm = require "userlist.normalize"
 local time = require "userlist.time"
 
 local check, raise = errors.check, errors.raise_invalid
-local tonumber, type = tonumber, type
+local type = type
 
 local ROW_CAP = 100 -- the seed endpoint's GROUP BY user_id LIMIT 100
 local MAX_LIMIT = 1000 -- the metrics endpoint answers 400 above this
@@ -127,131 +127,32 @@ end
 
 -- Rows ----------------------------------------------------------------------
 
--- Epoch seconds of "YYYY-MM-DD[T ]HH:MM:SS[.fff][Z]" (the two forms Helicone
--- sends, both UTC). A listing parses two of these per user, so this reads
--- bytes and caches the dates; any other form goes to the general parser.
-local byte, sub = string.byte, string.sub
-local day_cache, day_cached = {}, 0
+-- A /v1/user/query row: {count, prompt_tokens, completion_tokens, user_id,
+-- cost}; the field was cost_usd before 2025-08.
+local QUERY_ROW = norm.shape{
+  list = "data", ids = { "user_id" }, ints = { "count", "prompt_tokens", "completion_tokens" },
+  nums = { "cost_usd", "cost" },
+  copy = { { "cost", "cost", "cost_usd" }, { "id", "user_id" }, { "requests", "count" } },
+  sums = { { "tokens", "prompt_tokens", "completion_tokens" } },
+  numbers = { "count", "prompt_tokens", "completion_tokens", "cost", "cost_usd" },
+}
 
-local function two(a, b) -- two ASCII digits -> 0..99, or nil
-  a, b = a - 48, b - 48
-  if a < 0 or a > 9 or b < 0 or b > 9 then return nil end
-  return a * 10 + b
-end
-
-local function utc_time(s)
-  if type(s) ~= "string" then return nil end
-  if #s < 19 then return norm.time(s) end
-  local h1, h2, c1, m1, m2, c2, s1, s2 = byte(s, 12, 19)
-  local t = byte(s, 11)
-  local h, m, sec = two(h1, h2), two(m1, m2), two(s1, s2)
-  if not (h and m and sec) or c1 ~= 58 or c2 ~= 58 or (t ~= 84 and t ~= 32)
-    or h > 23 or m > 59 or sec > 60 then
-    return norm.time(s)
-  end
-  local frac = 0
-  if #s > 19 then
-    local tail = sub(s, 20)
-    if tail ~= "Z" and tail ~= ".000Z" and tail ~= ".000" then
-      local f = tail:match("^(%.%d+)Z?$")
-      if not f then return norm.time(s) end
-      frac = tonumber(f)
-    end
-  end
-  local d = sub(s, 1, 10)
-  local day = day_cache[d]
-  if not day then
-    day = time.parse_iso(d) -- validates the date part
-    if not day then return nil end
-    if day_cached >= 4096 then day_cache, day_cached = {}, 0 end
-    day_cache[d], day_cached = day, day_cached + 1
-  end
-  local v = day + h * 3600 + m * 60 + sec
-  if frac ~= 0 then v = v + frac end
-  return v
-end
-
-local function add_tokens(u)
-  if type(u.prompt_tokens) == "number" and type(u.completion_tokens) == "number" then
-    u.tokens = u.prompt_tokens + u.completion_tokens
-  end
-end
-
--- A /v1/user/query row: {count, prompt_tokens, completion_tokens, user_id, cost}.
-local function map_query_row(u)
-  norm.strip_nulls(u)
-  u.user_id = norm.id(u.user_id)
-  -- what does not convert stays as sent, for norm.rows to report
-  u.count = norm.int(u.count) or u.count
-  u.prompt_tokens = norm.int(u.prompt_tokens) or u.prompt_tokens
-  u.completion_tokens = norm.int(u.completion_tokens) or u.completion_tokens
-  if u.cost_usd ~= nil then u.cost_usd = norm.num(u.cost_usd) or u.cost_usd end
-  u.cost = norm.num(u.cost) or u.cost
-  if u.cost == nil then u.cost = u.cost_usd end -- the field was cost_usd before 2025-08
-  u.id = u.user_id
-  u.requests = u.count
-  add_tokens(u)
-  return u
-end
-
+-- A /v1/user/metrics/query user; times are UTC, and the listing shifts them
+-- back by what the server subtracted for timeZoneDifferenceMinutes. Some
+-- server versions alias the prompt sum `total_prompt_token` and send
+-- `total_prompt_tokens` as null; the server's own `id` is user_id too.
 local METRIC_INTS = { "total_requests", "total_prompt_tokens", "total_prompt_token",
   "total_completion_tokens", "active_for", "rate_limited_count" }
 local METRIC_NUMS = { "cost", "average_requests_per_day_active", "average_tokens_per_request" }
-local null, tointeger = core.null, math.tointeger
-
--- norm.int and norm.num, inlined for the listing's hot loop: a number or a
--- numeric string ("15", from 64-bit totals) -> a number (whole -> a Lua
--- integer on 5.3+); anything else -> nil (the field is left as it came).
-local function to_int(v)
-  if type(v) == "string" then v = tonumber(v) elseif type(v) ~= "number" then return nil end
-  if v ~= nil and tointeger then return tointeger(v) or v end
-  return v
-end
-local function to_num(v)
-  if type(v) == "string" then return tonumber(v) elseif type(v) == "number" then return v end
-  return nil
-end
-
--- A /v1/user/metrics/query user. `shift`: seconds the server subtracted from
--- first_active/last_active for timeZoneDifferenceMinutes.
-local function map_metrics_row(u, shift)
-  for k, v in pairs(u) do
-    if v == null then u[k] = nil elseif type(v) == "table" then norm.strip_nulls(v) end
-  end
-  for i = 1, #METRIC_INTS do
-    local k = METRIC_INTS[i]
-    local c = to_int(u[k])
-    if c ~= nil then u[k] = c end
-  end
-  for i = 1, #METRIC_NUMS do
-    local k = METRIC_NUMS[i]
-    local c = to_num(u[k])
-    if c ~= nil then u[k] = c end
-  end
-  local id = u.user_id
-  if type(id) ~= "string" then id = norm.id(id) end
-  u.user_id = id
-  if id == nil then id = norm.id(u.id) end
-  u.id = id -- the server's own `id` is user_id too
-  u.requests = u.total_requests
-  -- some server versions alias the prompt sum `total_prompt_token` and send
-  -- `total_prompt_tokens` as null
-  local prompt, completion = u.total_prompt_tokens or u.total_prompt_token, u.total_completion_tokens
-  u.prompt_tokens, u.completion_tokens = prompt, completion
-  if type(prompt) == "number" and type(completion) == "number" then u.tokens = prompt + completion end
-  local first, last = utc_time(u.first_active), utc_time(u.last_active)
-  if shift ~= 0 then
-    first = first and first + shift
-    last = last and last + shift
-  end
-  u.first_seen, u.last_seen = first, last
-  return u
-end
-
-local QUERY_ROW = { list = "data", map = map_query_row,
-  numbers = { "count", "prompt_tokens", "completion_tokens", "cost", "cost_usd" } }
-local METRICS_ROW = { list = "data.users", map = map_metrics_row, numbers = {},
-  times = { first_seen = "first_active", last_seen = "last_active" } }
+local METRICS_ROW = norm.shape{
+  list = "data.users", ids = { "user_id", "id" }, ints = METRIC_INTS, nums = METRIC_NUMS,
+  copy = { { "id", "user_id", "id" }, { "requests", "total_requests" },
+    { "prompt_tokens", "total_prompt_tokens", "total_prompt_token" },
+    { "completion_tokens", "total_completion_tokens" } },
+  sums = { { "tokens", "prompt_tokens", "completion_tokens" } },
+  times = { first_seen = "first_active", last_seen = "last_active" },
+  numbers = {},
+}
 for _, k in ipairs(METRIC_INTS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
 for _, k in ipairs(METRIC_NUMS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
 
@@ -318,7 +219,7 @@ local listing = {
     local users = type(data) == "table" and data.users
     if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
     local shift = p.tz and math.abs(p.tz) * 60 or 0
-    norm.rows(users, METRICS_ROW, shift)
+    norm.rows(users, METRICS_ROW, 0, shift)
     -- a short page is the last; `count` is cached and ignores the filter
     local last = #users < p.limit
     return users, (not last) and (pos + #users) or nil,

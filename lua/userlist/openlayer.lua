@@ -169,63 +169,16 @@ local function prepare(c, q)
   return p
 end
 
--- "2025-01-01T00:01:00Z" -> epoch seconds, read byte by byte with the date
--- part cached (a million-user listing reads two million of these); any
--- other ISO 8601 form goes to the general parser.
-local byte, sub = string.byte, string.sub
-local days, ndays = {}, 0
-
-local function digits(a, b)
-  if a and b and a >= 48 and a <= 57 and b >= 48 and b <= 57 then return (a - 48) * 10 + b - 48 end
-end
-
-local function when(s)
-  if type(s) ~= "string" then return nil end
-  if #s ~= 20 then return norm.time(s) end
-  local t, h1, h2, c1, m1, m2, c2, s1, s2, z = byte(s, 11, 20)
-  local h, m, sec = digits(h1, h2), digits(m1, m2), digits(s1, s2)
-  if t ~= 84 or c1 ~= 58 or c2 ~= 58 or z ~= 90 or not (h and m and sec) then -- "T", ":", "Z"
-    return norm.time(s)
-  end
-  local date = sub(s, 1, 10)
-  local d = days[date]
-  if d == nil then
-    d = norm.time(date)
-    if d == nil then return nil end
-    if ndays >= 1024 then days, ndays = {}, 0 end
-    days[date], ndays = d, ndays + 1
-  end
-  if h > 23 or m > 59 or sec > 60 then return nil end
-  return d + h * 3600 + m * 60 + sec
-end
-
-local mtype = math.type -- nil before 5.3
-local function int(v)
-  if mtype and mtype(v) == "integer" then return v end
-  return norm.int(v)
-end
-
 --- One user: every Openlayer field kept (null -> nil), plus the common
--- fields: id, requests (records), sessions, tokens, cost, first_seen
--- (dateOfFirstRecord), last_seen (dateOfLastRecord).
-local function map(u)
-  norm.strip_nulls(u)
-  local id = u.id
-  if type(id) ~= "string" then u.id = norm.id(id) end
-  -- what does not convert stays as sent, for norm.rows to report
-  u.sessions = int(u.sessions) or u.sessions
-  u.records = int(u.records) or u.records
-  u.tokens = int(u.tokens) or u.tokens -- a float on the wire (1122.0); an integer when whole
-  local cost = u.cost
-  if type(cost) ~= "number" then u.cost = norm.num(cost) or cost end
-  u.requests = u.records
-  u.first_seen = when(u.dateOfFirstRecord)
-  u.last_seen = when(u.dateOfLastRecord)
-  return u
-end
-
-local ROW = { list = "items", map = map, numbers = { "sessions", "records", "tokens", "cost" },
-  times = { first_seen = "dateOfFirstRecord", last_seen = "dateOfLastRecord" } }
+-- fields: id, requests (records), sessions, tokens (a float on the wire,
+-- 1122.0: an integer when whole), cost, first_seen (dateOfFirstRecord),
+-- last_seen (dateOfLastRecord).
+local ROW = norm.shape{
+  list = "items", ids = { "id" }, ints = { "sessions", "records", "tokens" }, nums = { "cost" },
+  copy = { { "requests", "records" } },
+  times = { first_seen = "dateOfFirstRecord", last_seen = "dateOfLastRecord" },
+  numbers = { "sessions", "records", "tokens", "cost" },
+}
 
 local listing = {
   prepare = prepare,

@@ -124,12 +124,22 @@ local function check_loop(w, items, next_state)
   return nil
 end
 
+-- Bodies in flight are held whole until their page is read (a 5,000-row
+-- Arthur page is 3 MB): past this many bytes of them, fewer pages are asked
+-- for ahead, so that large pages do not make memory grow with concurrency.
+local AHEAD_BYTES = 8 * 1024 * 1024
+
 -- How many requests may be in flight: the client's concurrency, lowered to
--- what the last rate-limit headers said is left.
+-- what the last rate-limit headers said is left and to what fits in
+-- AHEAD_BYTES at the size of the last page.
 local function window(w)
   local n = w.single and 1 or w.concurrency
   local left = w.client._rate_remaining
   if left and left < n then n = left > 0 and left or 1 end
+  local size = w.page_bytes
+  if size and size * n > AHEAD_BYTES then
+    n = math.max(1, math.floor(AHEAD_BYTES / size))
+  end
   return n
 end
 
@@ -179,6 +189,7 @@ local function next_page(w)
   local req = head.req
   local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
   w.idle[#w.idle + 1] = head.session
+  if res then w.page_bytes = res.bytes end
   if not res then
     close_walk(w)
     error(err, 0)

@@ -16,7 +16,6 @@ local time = require "userlist.time"
 local check, raise = errors.check, errors.raise_invalid
 local null = core.null
 local floor = math.floor
-local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
 
 local EXPAND = { "companies", "memberships", "memberships.company" }
 local ORDER = { "createdAt", "-createdAt" }
@@ -162,61 +161,18 @@ end
 
 -- ------------------------------------------------------------ the user shape
 
--- JSON nulls out, whole numbers to integers (5.3+), in one walk.
-local function tidy(t)
-  for k, v in pairs(t) do
-    if v == null then
-      t[k] = nil
-    elseif type(v) == "table" then
-      tidy(v)
-    elseif tointeger and type(v) == "number" and v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
-      t[k] = tointeger(v)
-    end
-  end
-end
+-- JSON nulls out and whole numbers to integers (5.3+) throughout; ids as
+-- strings, also in memberships and companies; email from the attributes;
+-- first_seen from createdAt (always Date.toISOString()).
+local ROW = norm.shape{
+  list = "results", deep_ints = true, ids = { "id" },
+  picks = { { "email", "attributes", "email" } },
+  times = { first_seen = "createdAt" },
+  nested = { "memberships.*.id", "memberships.*.companyId", "memberships.*.userId",
+    "memberships.*.company.id", "companies.*.id" },
+}
 
--- createdAt is always Date.toISOString() ("2025-01-01T00:01:00.000Z"): a
--- fast path for that form (users of a page mostly share their day), the
--- general parser for anything else.
-local last_day, last_day_t
-local function created(s)
-  if type(s) ~= "string" then return nil end
-  local day, h, mi, sec, ms = s:match("^(%d%d%d%d%-%d%d%-%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d)Z$")
-  if not day then return norm.time(s) end
-  if day ~= last_day then
-    local t = norm.time(day)
-    if not t then return nil end
-    last_day, last_day_t = day, t
-  end
-  local t = last_day_t + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
-  if ms ~= "000" then t = t + tonumber(ms) / 1000 end
-  return t
-end
-
-local function map(u)
-  tidy(u)
-  u.id = norm.id(u.id)
-  local a = u.attributes
-  if type(a) == "table" and type(a.email) == "string" then u.email = a.email end
-  u.first_seen = created(u.createdAt)
-  local ms = u.memberships
-  if type(ms) == "table" then
-    for i = 1, #ms do
-      local m = ms[i]
-      if type(m) == "table" then
-        m.id, m.companyId, m.userId = norm.id(m.id), norm.id(m.companyId), norm.id(m.userId)
-        if type(m.company) == "table" then m.company.id = norm.id(m.company.id) end
-      end
-    end
-  end
-  local cs = u.companies
-  if type(cs) == "table" then
-    for i = 1, #cs do
-      if type(cs[i]) == "table" then cs[i].id = norm.id(cs[i].id) end
-    end
-  end
-  return u
-end
+local function map(u) return norm.one(u, ROW) end
 
 local function not_a_user(body)
   if type(body) ~= "table" or body.id == nil then
@@ -263,7 +219,6 @@ local function link_of(c, current, v, name)
   return resolve(c.base_url, current, v)
 end
 
-local ROW = { list = "results", map = map, times = { first_seen = "createdAt" } }
 
 local listing = {
   prepare = function(c, q)

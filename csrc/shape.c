@@ -1,0 +1,598 @@
+/* Row shaping: a page of decoded rows turned into the common user shape in
+ * one C pass (JSON nulls out, ids to strings, numeric strings to numbers,
+ * ISO 8601 times to Lua time numbers, common aliases), then checked. Doing
+ * this per row in Lua cost more than decoding the page; here it is a few
+ * table operations per field. What a provider wants is a plain spec table
+ * built by userlist.normalize (normalize.shape documents its fields). */
+#include "core.h"
+#include "compat.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Stack slots of one shape call: the spec's arrays (0 when absent). */
+typedef struct {
+    int null, ids, id_lists, ints, nums, copy, sums, times, picks, nested, numbers;
+    int deep_ints;
+    lua_Number naive_off, shift;
+    int int_offsets; /* both offsets are whole: whole times stay integers */
+} shape_t;
+
+/* ---------------------------------------------------------------- values */
+
+/* Pushes tonumber(v) for a number or a string (nil otherwise). */
+static void push_num(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TNUMBER) {
+        lua_pushvalue(L, idx);
+    } else if (t == LUA_TSTRING) {
+#if LUA_VERSION_NUM >= 503
+        size_t len, r;
+        const char *s = lua_tolstring(L, idx, &len);
+        r = lua_stringtonumber(L, s); /* pushes the number when it converts */
+        if (r != len + 1) { /* as tonumber: the whole string, no embedded NUL */
+            if (r != 0)
+                lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+#else
+        if (lua_isnumber(L, idx))
+            lua_pushnumber(L, lua_tonumber(L, idx));
+        else
+            lua_pushnil(L);
+#endif
+    } else {
+        lua_pushnil(L);
+    }
+}
+
+/* Replaces the number on top with an integer when it is whole and fits. */
+static void whole_to_int(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 503
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (n == floor(n) && n >= -9223372036854775808.0 && n < 9223372036854775808.0) {
+            lua_pop(L, 1);
+            lua_pushinteger(L, (lua_Integer)n);
+        }
+    }
+#else
+    (void)L;
+#endif
+}
+
+/* Pushes the id form of the value at idx: strings as they are, numbers
+ * printed whole (ids past 2^53 have lost precision already), else nil. */
+static void push_id(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING) {
+        lua_pushvalue(L, idx);
+    } else if (t == LUA_TNUMBER) {
+        char buf[32];
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, idx)) {
+            snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
+            lua_pushstring(L, buf);
+            return;
+        }
+#endif
+        {
+            lua_Number n = lua_tonumber(L, idx);
+            if (n == floor(n) && n > -9223372036854775808.0 && n < 9223372036854775808.0) {
+                snprintf(buf, sizeof buf, "%lld", (long long)n);
+                lua_pushstring(L, buf);
+            } else {
+                lua_pushvalue(L, idx); /* tostring(n), as the Lua code did */
+                lua_pushstring(L, lua_tostring(L, -1));
+                lua_remove(L, -2);
+            }
+        }
+    } else {
+        lua_pushnil(L);
+    }
+}
+
+/* ----------------------------------------------------------------- times */
+
+static const int DIM[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+static long long fdiv(long long a, long long b) /* floor division */
+{
+    long long q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
+static long long days_from_civil(long long y, int m, int d)
+{
+    long long era, yoe, doy, doe;
+    int mp;
+    if (m <= 2)
+        y--;
+    era = fdiv(y, 400);
+    yoe = y - era * 400;
+    mp = (m + 9) % 12;
+    doy = (153 * mp + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int dig(const char *s, size_t i, size_t n)
+{
+    return i < n && s[i] >= '0' && s[i] <= '9';
+}
+#define D2(s, i) (((s)[i] - '0') * 10 + (s)[(i) + 1] - '0')
+
+/* Parses what userlist.time.parse_iso reads (same forms, same ranges):
+ * YYYY-MM-DD[(T| )HH:MM[:SS][(.|,)fff...][Z|z|(+|-)HH[:]MM]]. Returns 0 if
+ * it is not one; sets *secs, *frac (>= 0, 0 when none) and *zoned. */
+static int parse_iso(lua_State *L, const char *s, size_t n, long long *secs, lua_Number *frac,
+                     int *zoned)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0;
+    long long zone = 0;
+    size_t i;
+    *frac = 0;
+    *zoned = 0;
+    for (i = 0; i < 10; i++)
+        if (i == 4 || i == 7 ? (i >= n || s[i] != '-') : !dig(s, i, n))
+            return 0;
+    y = D2(s, 0) * 100 + D2(s, 2);
+    mo = D2(s, 5);
+    d = D2(s, 8);
+    if (mo < 1 || mo > 12 || d < 1 || d > DIM[mo - 1])
+        return 0;
+    i = 10;
+    if (i < n) {
+        if ((s[i] != 'T' && s[i] != ' ') || !dig(s, 11, n) || !dig(s, 12, n) || !(13 < n) ||
+            s[13] != ':' || !dig(s, 14, n) || !dig(s, 15, n))
+            return 0;
+        h = D2(s, 11);
+        mi = D2(s, 14);
+        i = 16;
+        if (i < n && s[i] == ':' && dig(s, 17, n) && dig(s, 18, n)) {
+            sec = D2(s, 17);
+            i = 19;
+        }
+        if (i < n && (s[i] == '.' || s[i] == ',') && dig(s, i + 1, n)) {
+            size_t j = i + 1, k;
+            double num = 0, den = 1;
+            while (dig(s, j, n))
+                j++;
+            k = j - (i + 1);
+            if (k <= 15) { /* exact integers: the division rounds as strtod would */
+                size_t q;
+                for (q = i + 1; q < j; q++) {
+                    num = num * 10 + (s[q] - '0');
+                    den *= 10;
+                }
+                *frac = num / den;
+            } else { /* Lua's own conversion, as tonumber("0." .. f) */
+                lua_pushliteral(L, "0.");
+                lua_pushlstring(L, s + i + 1, k);
+                lua_concat(L, 2);
+                *frac = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+            i = j;
+        }
+        if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+            *zoned = 1;
+        } else if (i < n) {
+            size_t j = i + 1;
+            int zh, zm, neg = s[i] == '-';
+            if ((s[i] != '+' && s[i] != '-') || !dig(s, j, n) || !dig(s, j + 1, n))
+                return 0;
+            zh = D2(s, j);
+            j += 2;
+            if (j < n && s[j] == ':')
+                j++;
+            if (!dig(s, j, n) || !dig(s, j + 1, n) || j + 2 != n)
+                return 0;
+            zm = D2(s, j);
+            zone = (long long)(zh * 60 + zm) * 60 * (neg ? -1 : 1);
+            *zoned = 1;
+        }
+        if (h > 23 || mi > 59 || sec > 60)
+            return 0;
+    }
+    *secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - zone;
+    return 1;
+}
+
+/* Pushes the time number of the value at idx, or nil. */
+static void push_time(lua_State *L, const shape_t *sh, int idx)
+{
+    long long secs;
+    lua_Number frac;
+    int zoned;
+    size_t n;
+    const char *s;
+    if (lua_type(L, idx) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return;
+    }
+    s = lua_tolstring(L, idx, &n);
+    if (!parse_iso(L, s, n, &secs, &frac, &zoned)) {
+        lua_pushnil(L);
+        return;
+    }
+    if (frac == 0 && sh->int_offsets) {
+        long long t = secs + (long long)sh->shift - (zoned ? 0 : (long long)sh->naive_off);
+        ul_pushint(L, t);
+    } else {
+        lua_Number t = (lua_Number)secs + frac;
+        if (!zoned)
+            t = t - sh->naive_off;
+        lua_pushnumber(L, t + sh->shift);
+    }
+}
+
+/* ------------------------------------------------------------------ rows */
+
+/* JSON nulls out of table t (absolute index), recursively; with deep_ints,
+ * whole floats within 2^53 become integers too (5.3+). At the top level,
+ * fields named in the skip array are left (they are rebuilt anyway). */
+static void strip(lua_State *L, int t, const shape_t *sh, int skip)
+{
+    luaL_checkstack(L, 4, "row nested too deep");
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        int vt = lua_type(L, -1);
+        if (lua_rawequal(L, -1, sh->null)) {
+            lua_pushvalue(L, -2);
+            lua_pushnil(L);
+            lua_rawset(L, t);
+        } else if (vt == LUA_TTABLE) {
+            int skipped = 0;
+            if (skip) {
+                int i, n = (int)ul_rawlen(L, skip);
+                for (i = 1; i <= n && !skipped; i++) {
+                    lua_rawgeti(L, skip, i);
+                    skipped = lua_rawequal(L, -1, -3);
+                    lua_pop(L, 1);
+                }
+            }
+            if (!skipped)
+                strip(L, lua_gettop(L), sh, 0);
+        }
+#if LUA_VERSION_NUM >= 503
+        else if (sh->deep_ints && vt == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, (lua_Integer)v);
+                lua_rawset(L, t);
+            }
+        }
+#endif
+        lua_pop(L, 1);
+    }
+}
+
+/* For each name of the array at `list`: u[name] = conv(u[name]). With
+ * keep, a value that does not convert stays as sent (for the checks to
+ * report); without, it becomes nil. */
+static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int), int keep)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, u);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+            continue;
+        }
+        conv(L, lua_gettop(L));
+        if (keep && lua_isnil(L, -1)) {
+            lua_pop(L, 3);
+            continue;
+        }
+        lua_remove(L, -2);
+        lua_rawset(L, u);
+    }
+}
+
+static void conv_int(lua_State *L, int idx)
+{
+    push_num(L, idx);
+    whole_to_int(L);
+}
+
+/* An id list with every element a string (numbers printed whole, others
+ * dropped); one that is all strings already is left alone. */
+static void id_lists(lua_State *L, int u, int list)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        int a, j, len, all = 1;
+        lua_rawgeti(L, list, i);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, u);
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pop(L, 2);
+            continue;
+        }
+        a = lua_gettop(L);
+        len = (int)ul_rawlen(L, a);
+        for (j = 1; j <= len && all; j++) {
+            lua_rawgeti(L, a, j);
+            all = lua_type(L, -1) == LUA_TSTRING;
+            lua_pop(L, 1);
+        }
+        if (!all) {
+            int out = 0;
+            lua_createtable(L, len, 0);
+            for (j = 1; j <= len; j++) {
+                lua_rawgeti(L, a, j);
+                push_id(L, lua_gettop(L));
+                if (lua_isnil(L, -1))
+                    lua_pop(L, 1);
+                else
+                    lua_rawseti(L, -3, ++out);
+                lua_pop(L, 1);
+            }
+            lua_pushvalue(L, a - 1);
+            lua_insert(L, -2);
+            lua_rawset(L, u);
+        }
+        lua_pop(L, 2);
+    }
+}
+
+/* copy: arrays {dest, src1, src2, ...}: dest = the first non-nil source. */
+static void copies(lua_State *L, int u, int list)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        int j, m;
+        lua_rawgeti(L, list, i);
+        m = (int)ul_rawlen(L, -1);
+        lua_rawgeti(L, -1, 1); /* dest */
+        lua_pushnil(L);
+        for (j = 2; j <= m && lua_isnil(L, -1); j++) {
+            lua_pop(L, 1);
+            lua_rawgeti(L, -2, j);
+            lua_rawget(L, u);
+        }
+        lua_rawset(L, u);
+        lua_pop(L, 1);
+    }
+}
+
+/* sums: arrays {dest, a, b}: dest = a + b when both are numbers. */
+static void sums(lua_State *L, int u, int list)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_rawget(L, u);
+        lua_rawgeti(L, -3, 3);
+        lua_rawget(L, u);
+        if (lua_type(L, -1) == LUA_TNUMBER && lua_type(L, -2) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 502
+            lua_arith(L, LUA_OPADD); /* integer + integer stays an integer */
+#else
+            lua_Number b = lua_tonumber(L, -1), a = lua_tonumber(L, -2);
+            lua_pop(L, 2);
+            lua_pushnumber(L, a + b);
+#endif
+            lua_rawset(L, u);
+        } else {
+            lua_pop(L, 3);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* times: arrays {dest, src}: dest = the time number of src, or nil. */
+static void times(lua_State *L, int u, const shape_t *sh)
+{
+    int i, n = sh->times ? (int)ul_rawlen(L, sh->times) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, sh->times, i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_rawget(L, u);
+        push_time(L, sh, lua_gettop(L));
+        lua_remove(L, -2);
+        lua_rawset(L, u);
+        lua_pop(L, 1);
+    }
+}
+
+/* picks: arrays {dest, field, subfield}: dest = u[field][subfield] when
+ * that is a string; otherwise dest is left as it is. */
+static void picks(lua_State *L, int u, int list)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        lua_rawgeti(L, -1, 2);
+        lua_rawget(L, u);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_rawgeti(L, -2, 3);
+            lua_rawget(L, -2);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                lua_rawgeti(L, -3, 1);
+                lua_insert(L, -2);
+                lua_rawset(L, u);
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 2);
+    }
+}
+
+/* nested: paths {seg, ..., field}, "*" meaning each element of an array:
+ * the field at the end of the path becomes an id (or nil). Only tables are
+ * walked into. */
+static void nested_path(lua_State *L, int t, int path, int at, int len)
+{
+    luaL_checkstack(L, 4, "row nested too deep");
+    lua_rawgeti(L, path, at);
+    if (at == len) {
+        lua_pushvalue(L, -1);
+        lua_rawget(L, t);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+            return;
+        }
+        push_id(L, lua_gettop(L));
+        lua_remove(L, -2);
+        lua_rawset(L, t);
+        return;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "*") == 0) {
+        int j, n = (int)ul_rawlen(L, t);
+        lua_pop(L, 1);
+        for (j = 1; j <= n; j++) {
+            lua_rawgeti(L, t, j);
+            if (lua_type(L, -1) == LUA_TTABLE)
+                nested_path(L, lua_gettop(L), path, at + 1, len);
+            lua_pop(L, 1);
+        }
+        return;
+    }
+    lua_rawget(L, t);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        nested_path(L, lua_gettop(L), path, at + 1, len);
+    lua_pop(L, 1);
+}
+
+static void nested(lua_State *L, int u, int list)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        nested_path(L, u, lua_gettop(L), 1, (int)ul_rawlen(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+/* The checks on a mapped row: pushes a message and returns 1 if it fails. */
+static int check_row(lua_State *L, int u, const shape_t *sh)
+{
+    int i, n;
+    lua_pushliteral(L, "id");
+    lua_rawget(L, u);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "has no id");
+        return 1;
+    }
+    lua_pop(L, 1);
+    n = sh->numbers ? (int)ul_rawlen(L, sh->numbers) : 0;
+    for (i = 1; i <= n; i++) {
+        int t;
+        lua_rawgeti(L, sh->numbers, i);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, u);
+        t = lua_type(L, -1);
+        if (t != LUA_TNIL && t != LUA_TNUMBER) {
+            lua_pushfstring(L, "field '%s' is not a number (a %s)", lua_tostring(L, -2),
+                            lua_typename(L, t));
+            return 1;
+        }
+        lua_pop(L, 2);
+    }
+    n = sh->times ? (int)ul_rawlen(L, sh->times) : 0;
+    for (i = 1; i <= n; i++) {
+        int t;
+        lua_rawgeti(L, sh->times, i);
+        lua_rawgeti(L, -1, 2);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, u);
+        t = lua_type(L, -1);
+        if (t != LUA_TNIL) {
+            lua_rawgeti(L, -3, 1);
+            lua_rawget(L, u);
+            if (lua_isnil(L, -1)) {
+                lua_pushfstring(L, "field '%s' is not an ISO 8601 time (a %s)",
+                                lua_tostring(L, -3), lua_typename(L, t));
+                return 1;
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 3);
+    }
+    return 0;
+}
+
+static int field(lua_State *L, int spec, const char *name)
+{
+    lua_getfield(L, spec, name);
+    if (lua_isnil(L, -1))
+        return 0;
+    luaL_argcheck(L, lua_istable(L, -1), 2, name);
+    return lua_gettop(L);
+}
+
+/* core.shape(rows, spec [, naive_offset [, shift]]) -> nothing, or the index
+ * of the first row that cannot be read and what is wrong with it. Rows are
+ * changed in place. naive_offset: seconds east of UTC that zone-less times
+ * are in; shift: seconds added to every time. */
+int ul_shape(lua_State *L)
+{
+    shape_t sh;
+    int i, n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    sh.naive_off = luaL_optnumber(L, 3, 0);
+    sh.shift = luaL_optnumber(L, 4, 0);
+    sh.int_offsets = sh.naive_off == floor(sh.naive_off) && sh.shift == floor(sh.shift) &&
+                     fabs(sh.naive_off) < 1e15 && fabs(sh.shift) < 1e15;
+    lua_settop(L, 2);
+    lua_getfield(L, UL_STATE, "null");
+    sh.null = lua_gettop(L);
+    sh.ids = field(L, 2, "ids");
+    sh.id_lists = field(L, 2, "id_lists");
+    sh.ints = field(L, 2, "ints");
+    sh.nums = field(L, 2, "nums");
+    sh.copy = field(L, 2, "copy");
+    sh.sums = field(L, 2, "sums");
+    sh.times = field(L, 2, "times");
+    sh.picks = field(L, 2, "picks");
+    sh.nested = field(L, 2, "nested");
+    sh.numbers = field(L, 2, "numbers");
+    lua_getfield(L, 2, "deep_ints");
+    sh.deep_ints = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    n = (int)ul_rawlen(L, 1);
+    for (i = 1; i <= n; i++) {
+        int u;
+        lua_rawgeti(L, 1, i);
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            ul_pushint(L, i);
+            lua_pushliteral(L, "is not an object");
+            return 2;
+        }
+        u = lua_gettop(L);
+        strip(L, u, &sh, sh.id_lists);
+        convert(L, u, sh.ids, push_id, 0);
+        id_lists(L, u, sh.id_lists);
+        convert(L, u, sh.ints, conv_int, 1);
+        convert(L, u, sh.nums, push_num, 1);
+        copies(L, u, sh.copy);
+        sums(L, u, sh.sums);
+        times(L, u, &sh);
+        picks(L, u, sh.picks);
+        nested(L, u, sh.nested);
+        if (check_row(L, u, &sh)) {
+            ul_pushint(L, i);
+            lua_insert(L, -2);
+            return 2;
+        }
+        lua_settop(L, u - 1);
+    }
+    return 0;
+}

@@ -1,0 +1,143 @@
+-- core.shape: the C pass that turns a page's rows into the common shape.
+-- The providers' specs check the shapes they declare end to end; this file
+-- checks the pass itself against the Lua definitions it replaced
+-- (userlist.time.parse_iso, normalize.int/num/id), on generated inputs too.
+local core = require "userlist.core"
+local norm = require "userlist.normalize"
+local time = require "userlist.time"
+local cjson = require "cjson"
+
+local null = core.null
+
+local function shaped(row, spec, off, shift)
+  local rows = { row }
+  local i, bad = core.shape(rows, spec, off, shift)
+  return rows[1], i, bad
+end
+
+local TIME = norm.shape{ list = "rows", times = { seen = "t" } }
+
+-- What the Lua parser makes of s (nil when it refuses it), read at `off`.
+local function lua_time(s, off, shift)
+  local t, zoned = time.parse_iso(s)
+  if not t then return nil end
+  if not zoned then t = t - (off or 0) end
+  return t + (shift or 0)
+end
+
+describe("core.shape times", function()
+  it("reads every form parse_iso reads, with the same result and number type", function()
+    local cases = {
+      "2025-01-02", "2025-01-02T03:04", "2025-01-02T03:04:05", "2025-01-02 03:04:05",
+      "2025-01-02T03:04:05Z", "2025-01-02T03:04:05z", "2025-01-02T03:04:05.000Z",
+      "2025-01-02T03:04:05.123Z", "2025-01-02T03:04:05,5", "2025-01-02T03:04:05+02:00",
+      "2025-01-02T03:04:05-0130", "2025-01-02T03:04+05:30", "2025-01-02T23:59:60Z",
+      "2024-02-29T00:00:00", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999999999999Z",
+      "1969-12-31T23:59:59.5Z",
+    }
+    for _, s in ipairs(cases) do
+      local want = lua_time(s)
+      assert.is_not_nil(want, s)
+      local u = shaped({ id = "x", t = s }, TIME)
+      assert.equal(want, u.seen, s)
+      assert.equal(math.type and math.type(want), math.type and math.type(u.seen), s)
+    end
+  end)
+
+  it("refuses what parse_iso refuses, and the row check names the field", function()
+    local cases = {
+      "", "2025", "2025-1-02", "2025-13-01", "2025-02-30", "2025-01-00", "2025-01-02T",
+      "2025-01-02T3:04", "2025-01-02T24:00", "2025-01-02T03:60", "2025-01-02T03:04:61",
+      "2025-01-02T03:04:05.", "2025-01-02T03:04:05ZZ", "2025-01-02T03:04:05+2", "2025-01-02T03:04:05+02:0",
+      "2025-01-02X03:04:05", "2025-01-02T03:04:05 ", " 2025-01-02", "2025-01-02T03:04:05\0Z",
+    }
+    for _, s in ipairs(cases) do
+      assert.is_nil(lua_time(s), s)
+      local u, i, bad = shaped({ id = "x", t = s }, TIME)
+      assert.is_nil(u.seen, s)
+      assert.equal(1, i)
+      assert.equal("field 't' is not an ISO 8601 time (a string)", bad)
+    end
+    local _, i, bad = shaped({ id = "x", t = 20250102 }, TIME)
+    assert.equal(1, i)
+    assert.equal("field 't' is not an ISO 8601 time (a number)", bad)
+  end)
+
+  it("agrees with parse_iso on 20,000 generated near-ISO strings, offsets and shifts included", function()
+    local alphabet = { "0", "1", "2", "5", "9", "-", ":", "T", " ", ".", ",", "Z", "+", "x" }
+    local base = "2025-06-15T12:34:56.789+01:00"
+    local seed = 12345
+    local function rand(n) -- a small LCG: the same cases on every Lua
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n + 1
+    end
+    for _ = 1, 20000 do
+      local chars = {}
+      local len = rand(#base + 4) - 1
+      for i = 1, len do chars[i] = base:sub(i, i) ~= "" and base:sub(i, i) or "0" end
+      for _ = 1, rand(3) - 1 do
+        if len > 0 then chars[rand(len)] = alphabet[rand(#alphabet)] end
+      end
+      local s = table.concat(chars)
+      local off, shift = ({ 0, 3600, -19800 })[rand(3)], ({ 0, 60 })[rand(2)]
+      local u = shaped({ id = "x", t = s }, TIME, off, shift)
+      assert.equal(lua_time(s, off, shift), u.seen, s)
+    end
+  end)
+end)
+
+describe("core.shape fields", function()
+  it("converts as normalize.int, num and id do, and leaves what does not convert", function()
+    local spec = norm.shape{ list = "rows", ids = { "id" }, ints = { "n" }, nums = { "c" } }
+    local values = { 15, 15.5, -3, 2 ^ 53, 2 ^ 63, 1e300, "15", " 15 ", "0x10", "1e2", "1.5",
+      "15\0junk", "abc", "", true }
+    for _, v in ipairs(values) do
+      local u = shaped({ id = v, n = v, c = v }, spec)
+      assert.equal(norm.id(v), u.id, tostring(v))
+      assert.equal(norm.int(v) or v, u.n, tostring(v))
+      assert.equal(norm.num(v) or v, u.c, tostring(v))
+      if norm.int(v) then
+        assert.equal(math.type and math.type(norm.int(v)), math.type and math.type(u.n), tostring(v))
+      end
+    end
+  end)
+
+  it("strips JSON nulls at every depth, keeps id lists whole, and copies, sums and picks", function()
+    local spec = norm.shape{ list = "rows", ids = { "user_id" }, id_lists = { "ids" }, ints = { "a", "b" },
+      copy = { { "id", "user_id" }, { "cost", "cost", "cost_usd" } },
+      sums = { { "tokens", "a", "b" } }, picks = { { "email", "attributes", "email" } },
+      nested = { "members.*.id", "members.*.company.id" } }
+    local row = cjson.decode([[{"user_id": 7, "ids": [1, null, "x", 2.5], "cost": null,
+      "cost_usd": 0.5, "a": 2, "b": 3, "attributes": {"email": "e@x", "n": null, "deep": [{"z": null}]},
+      "members": [{"id": 9, "company": {"id": 10}}, 4, {"company": null}]}]])
+    local u, i = shaped(row, spec)
+    assert.is_nil(i)
+    assert.same({ user_id = "7", id = "7", ids = { "1", "x", "2.5" }, cost = 0.5, cost_usd = 0.5,
+      a = 2, b = 3, tokens = 5, email = "e@x", attributes = { email = "e@x", deep = { {} } },
+      members = { { id = "9", company = { id = "10" } }, 4, {} } }, u)
+    assert.equal(math.type and "integer", math.type and math.type(u.tokens))
+  end)
+
+  it("reports the first row it cannot read: not an object, no id, a field not a number", function()
+    local spec = norm.shape{ list = "rows", ids = { "id" }, numbers = { "n" } }
+    assert.same({ 2, "is not an object" }, { core.shape({ { id = "a" }, null }, spec) })
+    assert.same({ 1, "has no id" }, { core.shape({ { id = {} } }, spec) })
+    assert.same({ 3, "field 'n' is not a number (a string)" },
+      { core.shape({ { id = "a" }, { id = "b", n = 1 }, { id = "c", n = "x" } }, spec) })
+    assert.same({}, { core.shape({}, spec) })
+  end)
+
+  it("walks a row nested as deep as the decoder allows without overflowing", function()
+    local spec = norm.shape{ list = "rows", ids = { "id" } }
+    local text = '{"id": 1, "x": ' .. ("["):rep(190) .. "null" .. ("]"):rep(190) .. "}"
+    local u, i = shaped(core.json_decode(text), spec)
+    assert.is_nil(i)
+    assert.equal("1", u.id)
+  end)
+
+  it("raises at once, naming the argument, on a spec or rows that are not tables", function()
+    assert.has_error(function() core.shape(nil, {}) end)
+    assert.has_error(function() core.shape({}, "spec") end)
+    assert.has_error(function() core.shape({}, { ids = "id" }) end, "bad argument #2 to 'shape' (ids)")
+  end)
+end)
