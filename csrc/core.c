@@ -1,6 +1,7 @@
 /* userlist.core: module entry point. Sets up the per-state table (a private
  * cjson instance, the error metatable) that every function gets as upvalue. */
 #include "core.h"
+#include "body.h"
 #include "compat.h"
 
 #include <curl/curl.h>
@@ -91,6 +92,18 @@ static int core_json_decode(lua_State *L)
     return 1;
 }
 
+/* core.decode_body(text, method, url [, key]): a response body decoded as
+ * the request path decodes it: the value, or nil and a decode error with
+ * the offset and an excerpt (key redacted). For bodies fetched raw. */
+static int core_decode_body(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *method = luaL_checkstring(L, 2), *url = luaL_checkstring(L, 3);
+    const char *key = luaL_optstring(L, 4, NULL);
+    return ul_decode_body(L, text, len, method, url, key);
+}
+
 static int core_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -132,6 +145,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"json_decode", core_json_decode},
         {"json_encode", core_json_encode},
         {"shape", ul_shape},
+        {"decode_body", core_decode_body},
         {NULL, NULL}};
     int st, inst;
 

@@ -1,7 +1,8 @@
 -- Pages fetched ahead (the `concurrency` option): page-number and offset
 -- listings keep up to `concurrency` requests in flight on sessions that
 -- share one libcurl multi handle; cursor listings ask for the next page as
--- soon as its cursor is known. Users still come complete and in order, a
+-- soon as its cursor is known: read from the raw body before it is decoded,
+-- a guess that is dropped when the decoded page says otherwise. Users still come complete and in order, a
 -- failed prefetch is retried like any request, and the end costs at most
 -- concurrency - 1 requests past it.
 local userlist = require "userlist"
@@ -135,6 +136,51 @@ describe("pages fetched ahead", function()
       end)
     end)
   end
+
+  describe("usertour, a cursor listing", function()
+    local U = LISTINGS[4]
+    -- page 1 as the server writes it, `next` after `results`, but broken
+    -- before its end: only the raw bytes can tell where page 2 is
+    local BROKEN = '{"results": [{"id": "user-0000001", oops], '
+      .. '"next": "/v1/users?limit=10&cursor=user-0000010", "previous": null}'
+
+    it("asks for the next page from the raw body as it arrives, before decoding it", function()
+      emu.faults(U.path, { { body = BROKEN } })
+      local ok, err = pcall(list, U, client(U, 95), 10)
+      assert.is_false(ok)
+      assert.equal("decode", err.kind)
+      -- the decode error came after page 2 was asked for
+      local st = until_stats(function(s) return s.requests >= 2 and s.in_flight == 0 end)
+      assert.equal(2, st.requests)
+      assert.equal("limit=10&cursor=user-0000010", emu.requests()[2].args)
+    end)
+
+    it("asks for nothing ahead with concurrency 1", function()
+      emu.faults(U.path, { { body = BROKEN } })
+      local ok, err = pcall(list, U, client(U, 95, { concurrency = 1 }), 10)
+      assert.is_false(ok)
+      assert.equal("decode", err.kind)
+      assert.equal(1, emu.stats().requests)
+    end)
+
+    it("drops a wrong guess (a row's own \"next\" last, the real one first) and lists every user", function()
+      emu.faults(U.path, { { body = '{"next": "/v1/users?limit=10&cursor=user-0000010", '
+        .. '"previous": null, "results": [{"id": "user-0000001", "object": "user", '
+        .. '"attributes": {"next": "/v1/users?limit=10&cursor=user-0000007"}, '
+        .. '"createdAt": "2025-01-01T00:01:00.000Z", "companies": null, "memberships": null}]}' } })
+      local want = { data.id(1) }
+      for i = 11, 95 do want[#want + 1] = data.id(i) end
+      assert.same(want, list(U, client(U, 95), 10))
+      local st = until_stats(function(s) return s.in_flight == 0 end)
+      local wrong = 0
+      for _, r in ipairs(emu.requests()) do
+        if r.args:find("cursor=user-0000007", 1, true) then wrong = wrong + 1 end
+      end
+      -- page 1, at most the one wrong guess, then pages 2..10 from the right cursors
+      assert.is_true(wrong <= 1, ("%d requests for the wrong guess"):format(wrong))
+      assert.is_true(st.requests >= 10 and st.requests <= 11, ("%d requests"):format(st.requests))
+    end)
+  end)
 
   it("refuses a concurrency that is not a whole number from 1 to 64", function()
     for _, bad in ipairs{ 0, 65, 1.5, -1 } do

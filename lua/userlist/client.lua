@@ -224,7 +224,9 @@ end
 
 local call -- below: the loop of one call
 
---- The one request path. `req`: {method=, path= (or url=), query=, json=}.
+--- The one request path. `req`: {method=, path= (or url=), query=, json=,
+-- peek=}; `peek(text)`, if given, sees each successful raw body before it
+-- is decoded.
 -- `deadline_at` (core.now() time) bounds the call with its retries and waits;
 -- by default the client's `deadline` option from now.
 -- @return the response (status, headers, body) or nil, err
@@ -240,7 +242,8 @@ end
 -- The transfer table of the core for req.
 function Client:_exchange(req, url, timeout)
   return { method = req.method, url = url, query = req.query, json = req.json,
-           api_key = secrets[self], headers = self._headers, timeout = timeout }
+           api_key = secrets[self], headers = self._headers, timeout = timeout,
+           decode = req.peek == nil } -- with peek, the body is decoded in call()
 end
 
 --- Starts the first try of req on `session` without waiting for it (a page
@@ -305,6 +308,17 @@ function call(self, req, session, deadline_at, begun)
     self:_emit{ type = "response", method = req.method, url = url, attempt = attempt + 1,
                 status = res and res.status or err.status, kind = err and err.kind }
     self:_note_rate_limit((res or err).rate_limit)
+    if res and req.peek then
+      -- the raw body first (a cursor listing starts its next page from it),
+      -- then decoded as the core would have
+      req.peek(res.body)
+      if res.status == 204 then
+        res.body = nil
+      else
+        local body, derr = core.decode_body(res.body, req.method, url, secrets[self])
+        if derr then res, err = nil, derr else res.body = body end
+      end
+    end
     if res and def.check then
       local verdict, perr = def.check(res)
       if verdict == "loading" then

@@ -4,24 +4,10 @@
 -- @module userlist.normalize
 local core = require "userlist.core"
 local errors = require "userlist.errors"
-local time = require "userlist.time"
 
 local M = {}
-local null = core.null
 local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
 local floor = math.floor
-
---- Removes JSON nulls from a decoded object, recursively.
-function M.strip_nulls(t)
-  for k, v in pairs(t) do
-    if v == null then
-      t[k] = nil
-    elseif type(v) == "table" then
-      M.strip_nulls(v)
-    end
-  end
-  return t
-end
 
 --- A number from a number or a numeric string ("15", from 64-bit totals), else nil.
 function M.num(v)
@@ -45,27 +31,6 @@ function M.id(v)
     return tostring(v)
   end
   return nil
-end
-
---- Lua time number from an ISO 8601 string; naive strings are read in the
--- zone `offset` seconds east of UTC (default UTC).
-function M.time(v, offset)
-  if type(v) ~= "string" then return nil end
-  local t, zoned = time.parse_iso(v)
-  if t and not zoned and offset then t = t - offset end
-  return t
-end
-
---- Converts the listed fields of u in place with fn.
-function M.fields(u, names, fn)
-  for i = 1, #names do
-    local k = names[i]
-    local v = u[k]
-    if v ~= nil then
-      local c = fn(v)
-      if c ~= nil then u[k] = c end
-    end
-  end
 end
 
 --- A row shape for `rows`, from a provider's description; the work is done

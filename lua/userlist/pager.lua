@@ -11,6 +11,9 @@
 --   ahead(p, state) -> state      optional: the position after `state` if
 --                                 its page is full (nil: unknown or past
 --                                 the end), so pages can be fetched ahead
+--   peek(client, text, p, state) -> state  optional, cursor listings: a
+--                                 guess at the next position from a page's
+--                                 raw body, before it is decoded
 -- }
 --
 -- Pages are fetched ahead, up to the client's `concurrency` (default 4) at
@@ -34,6 +37,8 @@ local M = {}
 -- Arthur's 2,500-row pages), so memory stays flat however long the listing.
 local STEP_PER_ROW = _VERSION == "Lua 5.3" and 1 or nil
 
+local peeker -- below: the raw-body guess of cursor listings
+
 -- One listing in progress: its own sessions (so that break, an error or the
 -- end releases those connections at once), its position and the requests
 -- it has in flight ahead of it (`queue`, in page order).
@@ -43,7 +48,7 @@ local function open_walk(client, listing, q)
     if errors.is(p) then p.provider = client.provider end
     error(p, 0)
   end
-  return {
+  local w = {
     client = client, listing = listing, p = p,
     state = listing.first(p), number = 0, done = false,
     max_pages = p.max_pages,
@@ -53,6 +58,8 @@ local function open_walk(client, listing, q)
     queue = {}, idle = {},
     concurrency = client._concurrency,
   }
+  if listing.peek and w.concurrency > 1 then w.peek = peeker(w) end
+  return w
 end
 
 -- A session for one request of the walk: an idle one, or a new one that
@@ -149,6 +156,16 @@ local function same(a, b)
   return pa ~= nil and pa == position(b)
 end
 
+-- Starts the request for `state` ahead of the caller, in page order.
+local function start(w, state)
+  local session = take_session(w)
+  local req = w.listing.request(w.client, w.p, state)
+  req.peek = w.peek
+  local begun = w.client:_begin(req, session, w.deadline_at)
+  local q = w.queue
+  q[#q + 1] = { state = state, req = req, session = session, begun = begun }
+end
+
 -- Starts requests until `window` are in flight: the walk's position first,
 -- then the positions `ahead` predicts (never past max_pages).
 local function fill(w)
@@ -167,10 +184,25 @@ local function fill(w)
     end
     if state == nil then return end
     if w.max_pages and w.number + #q >= w.max_pages then return end
-    local session = take_session(w)
-    local req = listing.request(w.client, w.p, state)
-    local begun = w.client:_begin(req, session, w.deadline_at)
-    q[#q + 1] = { state = state, req = req, session = session, begun = begun }
+    start(w, state)
+  end
+end
+
+-- Cursor listings with `peek`: the next position read from a page's raw
+-- body as soon as it arrives, so that the next request is on its way while
+-- this page is decoded. Only a guess: the pager keeps that request if parse
+-- gives the same position, else cancels it and stops guessing.
+function peeker(w)
+  return function(text)
+    if w.no_guess or #w.queue > 0 then return end
+    local pause = w.client._pause_until
+    if pause and pause > core.now() then return end
+    if w.max_pages and w.number + 1 >= w.max_pages then return end
+    local ok, guess = pcall(w.listing.peek, w.client, text, w.p, w.state)
+    if ok and guess ~= nil then
+      w.guessed = true
+      start(w, guess)
+    end
   end
 end
 
@@ -184,8 +216,11 @@ local function next_page(w)
   end
   local client, listing = w.client, w.listing
   fill(w)
-  local head = table.remove(w.queue, 1) or
-    { session = take_session(w), req = listing.request(client, w.p, w.state) }
+  local head = table.remove(w.queue, 1)
+  if not head then
+    head = { session = take_session(w), req = listing.request(client, w.p, w.state) }
+    head.req.peek = w.peek
+  end
   local req = head.req
   local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
   w.idle[#w.idle + 1] = head.session
@@ -218,7 +253,10 @@ local function next_page(w)
   else
     -- fetched ahead on a guess that this page was not the last: keep what
     -- matches the position the server gave, drop the rest
-    if w.queue[1] and not same(w.queue[1].state, next_state) then cancel_queue(w) end
+    if w.queue[1] and not same(w.queue[1].state, next_state) then
+      cancel_queue(w)
+      if w.guessed then w.no_guess = true end -- a wrong guess: no more of them
+    end
     w.state = next_state
     -- the next page is on its way while this one is read (concurrency 1:
     -- nothing is asked before the caller asks for it)
@@ -273,7 +311,7 @@ function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
     local session = client:_acquire()
-    w.idle[1], w.single = session, true
+    w.idle[1], w.single, w.peek = session, true, nil
     local ok, page = pcall(next_page, w)
     cancel_queue(w)
     client:_release(session)
