@@ -275,17 +275,32 @@ static void strip(lua_State *L, int t, const shape_t *sh, int skip)
     }
 }
 
+/* Whether the value on top is already what conv makes of it (most are:
+ * then the field is not written again). */
+typedef int (*done_fn)(lua_State *L);
+static int is_string(lua_State *L) { return lua_type(L, -1) == LUA_TSTRING; }
+static int is_number(lua_State *L) { return lua_type(L, -1) == LUA_TNUMBER; }
+static int is_int(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 503
+    return lua_isinteger(L, -1);
+#else
+    return lua_type(L, -1) == LUA_TNUMBER; /* no integers: numbers stay */
+#endif
+}
+
 /* For each name of the array at `list`: u[name] = conv(u[name]). With
  * keep, a value that does not convert stays as sent (for the checks to
  * report); without, it becomes nil. */
-static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int), int keep)
+static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int), done_fn done,
+                    int keep)
 {
     int i, n = list ? (int)ul_rawlen(L, list) : 0;
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, list, i);
         lua_pushvalue(L, -1);
         lua_rawget(L, u);
-        if (lua_isnil(L, -1)) {
+        if (lua_isnil(L, -1) || done(L)) {
             lua_pop(L, 2);
             continue;
         }
@@ -578,10 +593,10 @@ int ul_shape(lua_State *L)
         }
         u = lua_gettop(L);
         strip(L, u, &sh, sh.id_lists);
-        convert(L, u, sh.ids, push_id, 0);
+        convert(L, u, sh.ids, push_id, is_string, 0);
         id_lists(L, u, sh.id_lists);
-        convert(L, u, sh.ints, conv_int, 1);
-        convert(L, u, sh.nums, push_num, 1);
+        convert(L, u, sh.ints, conv_int, is_int, 1);
+        convert(L, u, sh.nums, push_num, is_number, 1);
         copies(L, u, sh.copy);
         sums(L, u, sh.sums);
         times(L, u, &sh);
