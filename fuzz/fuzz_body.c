@@ -1,6 +1,8 @@
 /* libFuzzer target: what the core does with a response body: decoding with
- * the private cjson instance (depth limit, offsets, excerpts), and redaction
- * of the key from the raw body. The first input byte picks the key length. */
+ * the private cjson instance (depth limit, offsets, excerpts), redaction of
+ * the key from the raw body, and the row pass (core.shape) over whatever
+ * decodes, with a spec that uses every kind of field. The first input byte
+ * picks the key length. */
 #define _GNU_SOURCE /* memmem */
 #include "../csrc/body.h"
 #include "../csrc/core.h"
@@ -44,7 +46,27 @@ static int entry(lua_State *l)
     if (check && memmem(red, rlen, key, klen) != NULL)
         abort(); /* the key survived redaction */
     ul_push_excerpt(l, red, rlen, rlen / 2);
-    if (ul_decode_body(l, in, len, "GET", "http://127.0.0.1/x", klen ? key : NULL) == 2) {
+    if (ul_decode_body(l, in, len, "GET", "http://127.0.0.1/x", klen ? key : NULL) == 1) {
+        /* rows: the value if it is an array, else a page of that one value */
+        if (lua_istable(l, -1)) {
+            lua_rawgeti(l, -1, 1);
+            if (lua_isnil(l, -1)) {
+                lua_pop(l, 1);
+                lua_createtable(l, 1, 0);
+                lua_pushvalue(l, -2);
+                lua_rawseti(l, -2, 1);
+            } else {
+                lua_pop(l, 1);
+                lua_pushvalue(l, -1);
+            }
+            lua_getglobal(l, "fuzz_shape");
+            lua_insert(l, -2);
+            lua_getglobal(l, "fuzz_spec");
+            lua_pushinteger(l, (lua_Integer)(len % 7) * 3600 - 7200);
+            lua_pushinteger(l, (lua_Integer)(len % 3) * 60);
+            lua_call(l, 4, 0);
+        }
+    } else {
         const char *excerpt;
         lua_getfield(l, -1, "excerpt"); /* absent for an empty body */
         excerpt = lua_tostring(l, -1);
@@ -65,6 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lua_getupvalue(L, -1, 1); /* the module state table */
         lua_pushcclosure(L, entry, 1);
         lua_setglobal(L, "fuzz_entry");
+        lua_getfield(L, 1, "shape");
+        lua_setglobal(L, "fuzz_shape");
+        if (luaL_dostring(L, "return { list = 'rows', deep_ints = true, ids = { 'id', 'u' },"
+                             " id_lists = { 'l' }, ints = { 'n', 'm' }, nums = { 'c' },"
+                             " copy = { { 'x', 'u', 'id' }, { 'y', 'n' } }, sums = { { 's', 'n', 'm' } },"
+                             " times = { { 'ts', 't' }, { 'te', 'e' } }, picks = { { 'p', 'a', 'e' } },"
+                             " nested = { { 'a', '*', 'id' }, { 'a', 'b', 'id' }, { '*', '*' } },"
+                             " numbers = { 'n', 'm', 'c' } }") != 0)
+            abort();
+        lua_setglobal(L, "fuzz_spec");
         lua_settop(L, 0);
     }
     if (size == 0)
