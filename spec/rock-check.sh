@@ -112,6 +112,12 @@ esac
 lint=$(luarocks lint "$rockspec" 2>&1) || { echo "$lint"; fail "luarocks lint"; }
 [ -z "$lint" ] || { echo "$lint"; fail "luarocks lint printed warnings"; }
 ok "luarocks lint $rockspec"
+# every C file and Lua module of the tree is in the rockspec (a file the
+# Makefile builds but the rock leaves out only shows up as a missing symbol)
+for f in csrc/*.c lua/userlist/*.lua; do
+  grep -q "\"$f\"" "$rockspec" || fail "$f is not in $rockspec"
+done
+ok "rockspec lists every csrc/*.c and lua/userlist/*.lua"
 
 for abi in 5.4 5.1 luajit; do
   install "$abi" "$work/tree-$abi"
