@@ -6,7 +6,6 @@
 -- failed prefetch is retried like any request, and the end costs at most
 -- concurrency - 1 requests past it.
 local userlist = require "userlist"
-local core = require "userlist.core"
 local emu = require "support.emu"
 
 local data = dofile("spec/emulator/lua/emu/data.lua")
@@ -57,14 +56,7 @@ local function list(L, c, per)
   return keys
 end
 
--- Polls the emulator until `pred(stats)` holds (bounded: 5 s).
-local function until_stats(pred)
-  local t0 = core.now()
-  while true do
-    local st = emu.stats()
-    if pred(st) or core.now() - t0 > 5 then return st end
-  end
-end
+local until_stats = emu.until_stats
 
 describe("pages fetched ahead", function()
   before_each(function() emu.reset() end)

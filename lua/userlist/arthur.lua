@@ -117,10 +117,7 @@ local ROW = norm.shape{
     { "prompt_tokens", "prompt_token_count" }, { "completion_tokens", "completion_token_count" },
     { "tokens", "total_token_count" }, { "cost", "total_token_cost" } },
   times = { first_seen = "earliest_start_time", last_seen = "latest_end_time" },
-  numbers = {},
 }
-for _, k in ipairs(INTS) do ROW.numbers[#ROW.numbers + 1] = k end
-for _, k in ipairs(NUMS) do ROW.numbers[#ROW.numbers + 1] = k end
 
 -- Listing ----------------------------------------------------------------------
 

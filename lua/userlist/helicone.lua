@@ -131,10 +131,9 @@ end
 -- cost}; the field was cost_usd before 2025-08.
 local QUERY_ROW = norm.shape{
   list = "data", ids = { "user_id" }, ints = { "count", "prompt_tokens", "completion_tokens" },
-  nums = { "cost_usd", "cost" },
+  nums = { "cost", "cost_usd" },
   copy = { { "cost", "cost", "cost_usd" }, { "id", "user_id" }, { "requests", "count" } },
   sums = { { "tokens", "prompt_tokens", "completion_tokens" } },
-  numbers = { "count", "prompt_tokens", "completion_tokens", "cost", "cost_usd" },
 }
 
 -- A /v1/user/metrics/query user; times are UTC, and the listing shifts them
@@ -151,10 +150,7 @@ local METRICS_ROW = norm.shape{
     { "completion_tokens", "total_completion_tokens" } },
   sums = { { "tokens", "prompt_tokens", "completion_tokens" } },
   times = { first_seen = "first_active", last_seen = "last_active" },
-  numbers = {},
 }
-for _, k in ipairs(METRIC_INTS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
-for _, k in ipairs(METRIC_NUMS) do METRICS_ROW.numbers[#METRICS_ROW.numbers + 1] = k end
 
 local function decode_error(message)
   error(errors.new{ kind = "decode", message = message }, 0)

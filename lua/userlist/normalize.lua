@@ -46,11 +46,18 @@ end
 --   times = {dest = src...}     dest = the time of the ISO 8601 string src
 --   picks = {{dest, f, sub}...} dest = u[f][sub] when it is a string
 --   nested = {"a.*.b"...}       an id at that path ("*": every element)
--- Then each row is checked: `id` a string, `numbers` numbers, and a `times`
--- source present only if it was read. `list` names the array in errors.
+-- Then each row is checked: `id` a string, `numbers` numbers (by default
+-- the ints and the nums), and a `times` source present only if it was read.
+-- `list` names the array in errors.
 function M.shape(def)
   local spec = {}
   for k, v in pairs(def) do spec[k] = v end
+  if not def.numbers then
+    local n = {}
+    for _, k in ipairs(def.ints or {}) do n[#n + 1] = k end
+    for _, k in ipairs(def.nums or {}) do n[#n + 1] = k end
+    spec.numbers = n
+  end
   if def.times then
     local t = {}
     for dest, src in pairs(def.times) do t[#t + 1] = { dest, src } end

@@ -177,7 +177,6 @@ local ROW = norm.shape{
   list = "items", ids = { "id" }, ints = { "sessions", "records", "tokens" }, nums = { "cost" },
   copy = { { "requests", "records" } },
   times = { first_seen = "dateOfFirstRecord", last_seen = "dateOfLastRecord" },
-  numbers = { "sessions", "records", "tokens", "cost" },
 }
 
 local listing = {

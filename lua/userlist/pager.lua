@@ -156,11 +156,24 @@ local function same(a, b)
   return pa ~= nil and pa == position(b)
 end
 
+-- The request for the page at `state` (with the walk's raw-body peek).
+local function request_of(w, state)
+  local req = w.listing.request(w.client, w.p, state)
+  req.peek = w.peek
+  return req
+end
+
+-- While a spent rate limit is waited out, nothing starts early: the next
+-- request goes through the client's request path, which waits first.
+local function paused(w)
+  local pause = w.client._pause_until
+  return pause ~= nil and pause > core.now()
+end
+
 -- Starts the request for `state` ahead of the caller, in page order.
 local function start(w, state)
   local session = take_session(w)
-  local req = w.listing.request(w.client, w.p, state)
-  req.peek = w.peek
+  local req = request_of(w, state)
   local begun = w.client:_begin(req, session, w.deadline_at)
   local q = w.queue
   q[#q + 1] = { state = state, req = req, session = session, begun = begun }
@@ -170,10 +183,7 @@ end
 -- then the positions `ahead` predicts (never past max_pages).
 local function fill(w)
   local q, listing = w.queue, w.listing
-  -- while a spent rate limit is waited out, nothing starts early: the next
-  -- request goes through the client's request path, which waits first
-  local pause = w.client._pause_until
-  if pause and pause > core.now() then return end
+  if paused(w) then return end
   local want = window(w)
   while #q < want do
     local state
@@ -194,9 +204,7 @@ end
 -- gives the same position, else cancels it and stops guessing.
 function peeker(w)
   return function(text)
-    if w.no_guess or #w.queue > 0 then return end
-    local pause = w.client._pause_until
-    if pause and pause > core.now() then return end
+    if w.no_guess or #w.queue > 0 or paused(w) then return end
     if w.max_pages and w.number + 1 >= w.max_pages then return end
     local ok, guess = pcall(w.listing.peek, w.client, text, w.p, w.state)
     if ok and guess ~= nil then
@@ -216,11 +224,7 @@ local function next_page(w)
   end
   local client, listing = w.client, w.listing
   fill(w)
-  local head = table.remove(w.queue, 1)
-  if not head then
-    head = { session = take_session(w), req = listing.request(client, w.p, w.state) }
-    head.req.peek = w.peek
-  end
+  local head = table.remove(w.queue, 1) or { session = take_session(w), req = request_of(w, w.state) }
   local req = head.req
   local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
   w.idle[#w.idle + 1] = head.session

@@ -219,7 +219,6 @@ local function link_of(c, current, v, name)
   return resolve(c.base_url, current, v)
 end
 
-
 local listing = {
   prepare = function(c, q)
     check.known(q, LIST)

@@ -33,12 +33,21 @@ function M.post(path, body) return call("POST", path, body or {}) end
 -- are counted when the emulator finishes them: wait for those (at most 5 s)
 -- so that they are not counted in the next test's figures.
 function M.reset()
-  local t0 = core.now()
-  while call("GET", "/_emu/stats").in_flight > 0 and core.now() - t0 < 5 do end
+  M.until_stats(function(s) return s.in_flight == 0 end)
   return M.post("/_emu/reset")
 end
 function M.config(t) return M.post("/_emu/config", t) end
 function M.stats() return M.get("/_emu/stats") end
+
+--- Polls the emulator's stats until `pred(stats)` holds (bounded: 5 s).
+-- @return the last stats
+function M.until_stats(pred)
+  local t0 = core.now()
+  while true do
+    local st = M.stats()
+    if pred(st) or core.now() - t0 > 5 then return st end
+  end
+end
 function M.requests() return M.get("/_emu/requests") end
 function M.faults(path, list) return M.post("/_emu/faults", { path = path, faults = list }) end
 
