@@ -94,17 +94,18 @@ local function assert_complete(r)
 end
 
 local function assert_free_loop(r)
-  -- the plain location kept answering, each time within 100 ms. A worker
-  -- that blocked on a transfer would hold a ping for a whole 1 s page. What
-  -- is left is CPU: the 50 listings' pages land in the same millisecond and
-  -- are decoded one after another (25-36 ms here, once 65 ms in a CI run)
+  -- the plain location kept answering, each time within 50 ms. A worker
+  -- that blocked on a transfer would hold a ping for a whole 1 s page. The
+  -- 150 pages of the 50 listings land in the same millisecond: decoded all
+  -- in that turn, they held pings for 40-70 ms; the nginx engine decodes at
+  -- most 256 KiB per turn (8-24 ms here)
   assert.is_true(#r.pings >= 10, "only " .. #r.pings .. " pings: " .. r.output:sub(1, 500))
   local worst = 0
   for i, secs in ipairs(r.pings) do
     assert.equal(200, r.statuses[i])
     if secs > worst then worst = secs end
   end
-  assert.is_true(worst < 0.1, ("a ping took %.1f ms"):format(worst * 1000))
+  assert.is_true(worst < 0.05, ("a ping took %.1f ms"):format(worst * 1000))
   return worst
 end
 
@@ -191,7 +192,7 @@ describe("inside nginx (one worker)", function()
     assert_complete(list(app, "provider=openlayer&engine=blocking"))
   end)
 
-  it("runs 50 concurrent listings, each page answered after 1 s, while /ping answers in < 100 ms", function()
+  it("runs 50 concurrent listings, each page answered after 1 s, while /ping answers in < 50 ms", function()
     emu.config{ delay_ms = 1000 }
     local queries = {}
     for i = 1, 50 do queries[i] = "provider=" .. NAMES[(i - 1) % #NAMES + 1] end
@@ -209,7 +210,7 @@ describe("inside nginx (one worker)", function()
       :format(r.elapsed, #r.pings, worst * 1000))
   end)
 
-  it("runs 50 listings in ngx.timer.at jobs into a lua_shared_dict, /ping answering in < 100 ms", function()
+  it("runs 50 listings in ngx.timer.at jobs into a lua_shared_dict, /ping answering in < 50 ms", function()
     emu.config{ delay_ms = 1000 }
     local r = load("timers", app, { "50" })
     assert.equal(0, r.rc, r.output:sub(1, 2000))
