@@ -22,7 +22,7 @@
 -- current page is read; for cursor listings, the next page is asked for as
 -- soon as its cursor is known. Users still come in order, a failed prefetch
 -- goes through the client's one request path (retries included), and at the
--- end at most concurrency - 1 requests were sent past it. With concurrency
+-- end at most `concurrency` requests were sent past it. With concurrency
 -- 1 nothing is fetched ahead: each page is asked for when the caller wants it.
 -- @module userlist.pager
 local core = require "userlist.core"
@@ -157,9 +157,13 @@ local function same(a, b)
 end
 
 -- The request for the page at `state` (with the walk's raw-body peek).
+local refill -- below
 local function request_of(w, state)
   local req = w.listing.request(w.client, w.p, state)
   req.peek = w.peek
+  if not req.peek and w.listing.ahead and w.concurrency > 1 and not w.single then
+    req.peek = function() refill(w, state) end
+  end
   return req
 end
 
@@ -195,6 +199,24 @@ local function fill(w)
     if state == nil then return end
     if w.max_pages and w.number + #q >= w.max_pages then return end
     start(w, state)
+  end
+end
+
+-- Page-number and offset listings: when the page at `state` arrives, the
+-- next request of the window goes out before that page is decoded (else
+-- each slot would idle for a page's decoding per cycle). Not on the first
+-- page: only once a page has been read does `ahead` know what the server
+-- said of the end (Arthur's count).
+function refill(w, state)
+  local q, listing = w.queue, w.listing
+  if w.done or w.number == 0 or paused(w) then return end
+  local want = window(w)
+  while #q < want do
+    local nxt = listing.ahead(w.p, #q > 0 and q[#q].state or state)
+    if nxt == nil then return end
+    -- the page arriving is number w.number + 1; the queue follows it
+    if w.max_pages and w.number + 1 + #q >= w.max_pages then return end
+    start(w, nxt)
   end
 end
 
