@@ -184,20 +184,25 @@ local function start(w, state)
 end
 
 -- Starts requests until `window` are in flight: the walk's position first,
--- then the positions `ahead` predicts (never past max_pages).
-local function fill(w)
+-- then the positions `ahead` predicts (never past max_pages). `arrived`:
+-- the position of a page that has come but is not read yet; the queue
+-- follows it.
+local function fill(w, arrived)
   local q, listing = w.queue, w.listing
   if paused(w) then return end
   local want = window(w)
+  local read = w.number + (arrived ~= nil and 1 or 0)
   while #q < want do
     local state
-    if #q == 0 then
+    if #q > 0 then
+      state = listing.ahead and listing.ahead(w.p, q[#q].state)
+    elseif arrived ~= nil then
+      state = listing.ahead(w.p, arrived)
+    else
       state = w.state
-    elseif listing.ahead then
-      state = listing.ahead(w.p, q[#q].state)
     end
     if state == nil then return end
-    if w.max_pages and w.number + #q >= w.max_pages then return end
+    if w.max_pages and read + #q >= w.max_pages then return end
     start(w, state)
   end
 end
@@ -208,16 +213,7 @@ end
 -- page: only once a page has been read does `ahead` know what the server
 -- said of the end (Arthur's count).
 function refill(w, state)
-  local q, listing = w.queue, w.listing
-  if w.done or w.number == 0 or paused(w) then return end
-  local want = window(w)
-  while #q < want do
-    local nxt = listing.ahead(w.p, #q > 0 and q[#q].state or state)
-    if nxt == nil then return end
-    -- the page arriving is number w.number + 1; the queue follows it
-    if w.max_pages and w.number + 1 + #q >= w.max_pages then return end
-    start(w, nxt)
-  end
+  if not w.done and w.number > 0 then fill(w, state) end
 end
 
 -- Cursor listings with `peek`: the next position read from a page's raw
