@@ -43,7 +43,7 @@ local POLL_MIN, POLL_MAX = 0.001, 0.016
 -- one Lua VM per worker); a page past that waits for a later turn. One page
 -- is always let through, however large.
 local TURN_BYTES = 256 * 1024
-local turn_at, turn_bytes = nil, 0
+local turn_at, turn_bytes, turn_gen = nil, 0, 0
 -- Idle sessions a client keeps for calls outside listings (page(), user()...).
 local POOL_MAX = 4
 
@@ -106,15 +106,23 @@ end
 local function nginx_sleep(secs) return ngx_api().sleep(secs) end
 
 -- Waits inside nginx until this turn has room to decode `bytes` of body.
--- ngx.now() is the time cached at the start of the turn, so it names it.
+-- ngx.now() is the time nginx caches at the start of each turn, so a new
+-- value means a new turn. With a coarse timer_resolution it changes less
+-- often; then a coroutine that slept, and found on waking that no one has
+-- begun a turn since (turn_gen unchanged), begins one itself: having slept,
+-- it is in a later turn.
 local function nginx_turn(nginx, bytes)
+  local slept
   while true do
     local now = nginx.now()
-    if now ~= turn_at then turn_at, turn_bytes = now, 0 end
+    if now ~= turn_at or slept == turn_gen then
+      turn_at, turn_bytes, turn_gen = now, 0, turn_gen + 1
+    end
     if turn_bytes == 0 or turn_bytes + bytes <= TURN_BYTES then
       turn_bytes = turn_bytes + bytes
       return
     end
+    slept = turn_gen
     nginx.sleep(0.001)
   end
 end
