@@ -269,12 +269,18 @@ function Client:_call(req, session, deadline_at, begun)
   return res, err
 end
 
+-- Whether call() decodes req's body, rather than the core as it arrives:
+-- with peek (which sees the raw body first) and inside nginx (which decodes
+-- in a turn with room for it).
+function Client:_decodes_later(req)
+  return req.peek ~= nil or self._engine == "nginx"
+end
+
 -- The transfer table of the core for req.
 function Client:_exchange(req, url, timeout)
   return { method = req.method, url = url, query = req.query, json = req.json,
            api_key = secrets[self], headers = self._headers, timeout = timeout,
-           -- with peek or inside nginx, the body is decoded in call()
-           decode = req.peek == nil and self._engine ~= "nginx" }
+           decode = not self:_decodes_later(req) }
 end
 
 --- Starts the first try of req on `session` without waiting for it (a page
@@ -339,7 +345,7 @@ function call(self, req, session, deadline_at, begun)
     self:_emit{ type = "response", method = req.method, url = url, attempt = attempt + 1,
                 status = res and res.status or err.status, kind = err and err.kind }
     self:_note_rate_limit((res or err).rate_limit)
-    if res and type(res.body) == "string" and (req.peek or self._engine == "nginx") then
+    if res and type(res.body) == "string" and self:_decodes_later(req) then
       -- the raw body first (a cursor listing starts its next page from it),
       -- then, in a turn with room for it inside nginx, decoded as the core
       -- would have

@@ -219,6 +219,12 @@ local function link_of(c, current, v, name)
   return resolve(c.base_url, current, v)
 end
 
+-- The URL of the page at `current` (nil: the first page), which its links
+-- are relative to.
+local function page_url(c, p, current)
+  return current or (c.base_url .. p.path)
+end
+
 local listing = {
   prepare = function(c, q)
     check.known(q, LIST)
@@ -256,7 +262,7 @@ local listing = {
   parse = function(c, body, p, current)
     local results = type(body) == "table" and body.results
     if type(results) ~= "table" then decode_error("response has no 'results' array") end
-    local url = current or (c.base_url .. p.path)
+    local url = page_url(c, p, current)
     if #results == 0 and p.version == 2 and (current or p.query.cursor) then
       -- v2 answers a cursor whose user is gone with an empty last page
       error(errors.new{ kind = "api", status = 200, code = "E1007", message = "v2 answered an "
@@ -286,7 +292,7 @@ local listing = {
       link, at = v, e + 1
     end
     if not link then return nil end
-    return link_of(c, current or (c.base_url .. p.path), link, "next")
+    return link_of(c, page_url(c, p, current), link, "next")
   end,
   key = function(u) return u.id end,
 }
