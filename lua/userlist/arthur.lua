@@ -153,10 +153,12 @@ local listing = {
   end,
 }
 
--- dedupe = true: one row per (user, task) pair.
-function listing.key(u)
+-- A row is a (user, task) pair: its identity for the loop guard, and the
+-- key of dedupe = true (one row per pair).
+function listing.identity(u)
   return (u.user_id or "") .. "\0" .. (u.task_id or "")
 end
+listing.key = listing.identity
 
 -- dedupe = "user": one row per user (the first seen, i.e. one task's figures).
 local by_user = setmetatable({ key = function(u) return u.user_id or "" end }, { __index = listing })

@@ -7,7 +7,9 @@
 --   first(p) -> state             the first page's position
 --   request(client, p, state) -> {method, path, query, json}
 --   parse(client, body, p, state) -> items, next_state | nil (last page), facts
---   key(user) -> string           optional: identity, for dedupe
+--   key(user) -> string           optional: the dedupe key
+--   identity(user) -> string      optional: a row's unique identity (default
+--                                 its id), for the loop guard
 --   ahead(p, state) -> state      optional: the position after `state` if
 --                                 its page is full (nil: unknown or past
 --                                 the end), so pages can be fetched ahead
@@ -103,13 +105,24 @@ local function position(state)
   return nil
 end
 
+-- A page as a set key: the unique identity of each of its rows, in order.
+-- Never the dedupe key: one Arthur user in two tasks is two rows, and two
+-- one-row pages of that user are honest (ties, tiny pages), not a loop.
+local function fingerprint(w, items)
+  local n = #items
+  if n == 0 then return nil end
+  local identity = w.listing.identity or function(u) return u.id end
+  local ids = {}
+  for i = 1, n do ids[i] = tostring(identity(items[i])) end
+  return table.concat(ids, "\0")
+end
+
 -- A server that sends the listing round in circles would page forever:
 -- stop when the next position was already asked for, or when a page holds
--- exactly the users of the one before it. Returns a message, or nil.
+-- exactly the rows of the one before it (a server answering the same
+-- position again). Returns a message, or nil.
 local function check_loop(w, items, next_state)
-  local key = w.listing.key or function(u) return u.id end
-  local n = #items
-  local print_ = n > 0 and (n .. "\0" .. tostring(key(items[1])) .. "\0" .. tostring(key(items[n]))) or nil
+  local print_ = fingerprint(w, items)
   if print_ and print_ == w.last_print then
     return ("page %d returned exactly the users of page %d; stopping instead of looping")
       :format(w.number, w.number - 1)
