@@ -51,44 +51,69 @@ int ul_error_new(lua_State *L)
     return 1;
 }
 
-static void add_field(lua_State *L, luaL_Buffer *b, int t, const char *name,
-                      const char *prefix, const char *suffix)
+/* The fields tostring shows, read onto the stack at these fixed indexes
+ * before the buffer opens: between luaL_buffinit and luaL_pushresult the
+ * buffer owns the stack top (5.1 and LuaJIT keep pieces there, 5.4 a box that
+ * moves as the text outgrows LUAL_BUFFERSIZE), so nothing may be pushed or
+ * popped in between; a stray push there gave garbage or a use-after-free. */
+enum { F_PROVIDER = 2, F_KIND, F_STATUS, F_CODE, F_MESSAGE, F_METHOD, F_URL };
+
+static const char *const shown[] = { "provider", "kind", "status", "code", "message",
+                                     "method", "url" };
+#define NSHOWN ((int)(sizeof shown / sizeof shown[0]))
+
+/* Adds the string at idx (if any) between prefix and suffix, on one line
+ * whatever a server put into it. Reads the stack only. */
+static void add_field(lua_State *L, luaL_Buffer *b, int idx, const char *prefix,
+                      const char *suffix)
 {
-    lua_getfield(L, t, name);
-    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-        size_t len, i;
-        const char *s = lua_tolstring(L, -1, &len);
-        luaL_addstring(b, prefix);
-        /* one line, whatever a server put into its message */
-        for (i = 0; i < len; i++) {
-            char c = s[i];
-            luaL_addchar(b, (c == '\n' || c == '\r' || c == '\0') ? ' ' : c);
-        }
-        luaL_addstring(b, suffix);
+    size_t len, i;
+    const char *s;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return;
+    s = lua_tolstring(L, idx, &len);
+    luaL_addstring(b, prefix);
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        luaL_addchar(b, (c == '\n' || c == '\r' || c == '\0') ? ' ' : c);
     }
-    lua_pop(L, 1);
+    luaL_addstring(b, suffix);
 }
 
 /* "userlist: http 429 E1013: Too many requests (GET https://host/v1/users)" */
 int ul_error_tostring(lua_State *L)
 {
     luaL_Buffer b;
+    int has_url, i;
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    /* room for the fields and for what 5.1's buffer keeps on the stack */
+    luaL_checkstack(L, NSHOWN + LUA_MINSTACK, "tostring");
+    has_url = 0;
+    for (i = 0; i < NSHOWN; i++) {
+        int idx = F_PROVIDER + i, t;
+        lua_getfield(L, 1, shown[i]);
+        t = lua_type(L, idx);
+        if (idx == F_URL)
+            has_url = t == LUA_TSTRING; /* a numeric url shows no "(...)" part */
+        if (t == LUA_TNUMBER)
+            lua_tolstring(L, idx, NULL); /* converted in place, before the buffer */
+        else if (t != LUA_TSTRING) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+    }
     luaL_buffinit(L, &b);
     luaL_addstring(&b, "userlist: ");
-    add_field(L, &b, 1, "provider", "", " ");
-    add_field(L, &b, 1, "kind", "", "");
-    add_field(L, &b, 1, "status", " ", "");
-    add_field(L, &b, 1, "code", " ", "");
-    add_field(L, &b, 1, "message", ": ", "");
-    lua_getfield(L, 1, "url");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        lua_pop(L, 1);
+    add_field(L, &b, F_PROVIDER, "", " ");
+    add_field(L, &b, F_KIND, "", "");
+    add_field(L, &b, F_STATUS, " ", "");
+    add_field(L, &b, F_CODE, " ", "");
+    add_field(L, &b, F_MESSAGE, ": ", "");
+    if (has_url) {
         luaL_addstring(&b, " (");
-        add_field(L, &b, 1, "method", "", " ");
-        add_field(L, &b, 1, "url", "", ")");
-    } else {
-        lua_pop(L, 1);
+        add_field(L, &b, F_METHOD, "", " ");
+        add_field(L, &b, F_URL, "", ")");
     }
     luaL_pushresult(&b);
     return 1;
