@@ -433,7 +433,7 @@ describe("OpenAPI conformance through Prism", function()
 
     -- Documented divergence (see spec/prism/README.md): the server reads
     -- start_time/end_time as NAIVE ISO datetimes in its local time
-    -- (/work/shared/PROVIDERS.md; the document's own description says "Use
+    -- (doc/providers.md; the document's own description says "Use
     -- local time (not UTC)"), while the document types them
     -- `format: date-time` (RFC 3339, zone required). The client sends what the
     -- server wants; Prism refuses it. This proves exactly that, and nothing
