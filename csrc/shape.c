@@ -16,6 +16,9 @@
 typedef struct {
     int null, ids, id_lists, ints, nums, copy, sums, times, picks, nested, numbers;
     int deep_ints;
+    int lenient; /* unreadable fields warn instead of failing the row */
+    int bad;     /* slot: nil, or the set of this row's fields that did not convert */
+    int warn;    /* slot: nil, or {field = message} of this call's first warnings */
     lua_Number naive_off, shift;
     int int_offsets; /* both offsets are whole: whole times stay integers */
 } shape_t;
@@ -289,11 +292,23 @@ static int is_int(lua_State *L)
 #endif
 }
 
-/* For each name of the array at `list`: u[name] = conv(u[name]). With
- * keep, a value that does not convert stays as sent (for the checks to
- * report); without, it becomes nil. */
+/* For each name of the array at `list`: u[name] = conv(u[name]). With sh,
+ * a value that does not convert stays as sent (for the checks to report)
+ * and the field is marked bad, so no common field is copied from it;
+ * without, it becomes nil. */
+static void mark_bad(lua_State *L, const shape_t *sh, int name)
+{
+    if (lua_isnil(L, sh->bad)) {
+        lua_newtable(L);
+        lua_replace(L, sh->bad);
+    }
+    lua_pushvalue(L, name);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, sh->bad);
+}
+
 static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int), done_fn done,
-                    int keep)
+                    const shape_t *sh)
 {
     int i, n = list ? (int)ul_rawlen(L, list) : 0;
     for (i = 1; i <= n; i++) {
@@ -305,7 +320,8 @@ static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int
             continue;
         }
         conv(L, lua_gettop(L));
-        if (keep && lua_isnil(L, -1)) {
+        if (sh != NULL && lua_isnil(L, -1)) {
+            mark_bad(L, sh, lua_gettop(L) - 2);
             lua_pop(L, 3);
             continue;
         }
@@ -361,10 +377,12 @@ static void id_lists(lua_State *L, int u, int list)
     }
 }
 
-/* copy: arrays {dest, src1, src2, ...}: dest = the first non-nil source. */
-static void copies(lua_State *L, int u, int list)
+/* copy: arrays {dest, src1, src2, ...}: dest = the first non-nil source
+ * that converted (a figure the row sent unreadable is no common field). */
+static void copies(lua_State *L, int u, const shape_t *sh)
 {
-    int i, n = list ? (int)ul_rawlen(L, list) : 0;
+    int i, list = sh->copy, n = list ? (int)ul_rawlen(L, list) : 0;
+    int bad = !lua_isnil(L, sh->bad);
     for (i = 1; i <= n; i++) {
         int j, m;
         lua_rawgeti(L, list, i);
@@ -374,7 +392,22 @@ static void copies(lua_State *L, int u, int list)
         for (j = 2; j <= m && lua_isnil(L, -1); j++) {
             lua_pop(L, 1);
             lua_rawgeti(L, -2, j);
+            if (bad) {
+                lua_pushvalue(L, -1);
+                lua_rawget(L, sh->bad);
+                if (lua_toboolean(L, -1)) {
+                    lua_pop(L, 2);
+                    lua_pushnil(L);
+                    continue;
+                }
+                lua_pop(L, 1);
+            }
             lua_rawget(L, u);
+        }
+        if (lua_isnil(L, -1) && bad) {
+            /* left as sent: nothing readable to copy */
+            lua_pop(L, 3);
+            continue;
         }
         lua_rawset(L, u);
         lua_pop(L, 1);
@@ -494,8 +527,30 @@ static void nested(lua_State *L, int u, int list)
     }
 }
 
+/* Leniently, an unreadable field is a warning: the message on top is kept
+ * (as "[row] message") if it is the first for its field in this call, and
+ * popped. Strictly, it stays on top for the caller to return. */
+static int unreadable(lua_State *L, const shape_t *sh, int name, int row)
+{
+    if (!sh->lenient)
+        return 1;
+    if (lua_isnil(L, sh->warn)) {
+        lua_newtable(L);
+        lua_replace(L, sh->warn);
+    }
+    lua_pushvalue(L, name);
+    lua_rawget(L, sh->warn);
+    if (lua_isnil(L, -1)) {
+        lua_pushvalue(L, name);
+        lua_pushfstring(L, "[%d] %s", row, lua_tostring(L, -3));
+        lua_rawset(L, sh->warn);
+    }
+    lua_pop(L, 2);
+    return 0;
+}
+
 /* The checks on a mapped row: pushes a message and returns 1 if it fails. */
-static int check_row(lua_State *L, int u, const shape_t *sh)
+static int check_row(lua_State *L, int u, const shape_t *sh, int row)
 {
     int i, n;
     lua_pushliteral(L, "id");
@@ -516,7 +571,8 @@ static int check_row(lua_State *L, int u, const shape_t *sh)
         if (t != LUA_TNIL && t != LUA_TNUMBER) {
             lua_pushfstring(L, "field '%s' is not a number (a %s)", lua_tostring(L, -2),
                             lua_typename(L, t));
-            return 1;
+            if (unreadable(L, sh, lua_gettop(L) - 2, row))
+                return 1;
         }
         lua_pop(L, 2);
     }
@@ -534,7 +590,8 @@ static int check_row(lua_State *L, int u, const shape_t *sh)
             if (lua_isnil(L, -1)) {
                 lua_pushfstring(L, "field '%s' is not an ISO 8601 time (a %s)",
                                 lua_tostring(L, -3), lua_typename(L, t));
-                return 1;
+                if (unreadable(L, sh, lua_gettop(L) - 3, row))
+                    return 1;
             }
             lua_pop(L, 1);
         }
@@ -552,10 +609,12 @@ static int field(lua_State *L, int spec, const char *name)
     return lua_gettop(L);
 }
 
-/* core.shape(rows, spec [, naive_offset [, shift]]) -> nothing, or the index
- * of the first row that cannot be read and what is wrong with it. Rows are
- * changed in place. naive_offset: seconds east of UTC that zone-less times
- * are in; shift: seconds added to every time. */
+/* core.shape(rows, spec [, naive_offset [, shift [, lenient]]]) -> nothing,
+ * or the index of the first row that cannot be read and what is wrong with
+ * it. Rows are changed in place. naive_offset: seconds east of UTC that
+ * zone-less times are in; shift: seconds added to every time. With lenient,
+ * a number or time field that cannot be read only gives no common field:
+ * the third result is then {field = "[row] message"}, the first of each. */
 int ul_shape(lua_State *L)
 {
     shape_t sh;
@@ -566,7 +625,13 @@ int ul_shape(lua_State *L)
     sh.shift = luaL_optnumber(L, 4, 0);
     sh.int_offsets = sh.naive_off == floor(sh.naive_off) && sh.shift == floor(sh.shift) &&
                      fabs(sh.naive_off) < 1e15 && fabs(sh.shift) < 1e15;
+    sh.lenient = lua_toboolean(L, 5);
     lua_settop(L, 2);
+    luaL_checkstack(L, 32, "core.shape"); /* the spec's slots and a row's work */
+    lua_pushnil(L);
+    sh.warn = lua_gettop(L);
+    lua_pushnil(L);
+    sh.bad = lua_gettop(L);
     lua_getfield(L, UL_STATE, "null");
     sh.null = lua_gettop(L);
     sh.ids = field(L, 2, "ids");
@@ -592,22 +657,31 @@ int ul_shape(lua_State *L)
             return 2;
         }
         u = lua_gettop(L);
+        if (!lua_isnil(L, sh.bad)) {
+            lua_pushnil(L);
+            lua_replace(L, sh.bad);
+        }
         strip(L, u, &sh, sh.id_lists);
-        convert(L, u, sh.ids, push_id, is_string, 0);
+        convert(L, u, sh.ids, push_id, is_string, NULL);
         id_lists(L, u, sh.id_lists);
-        convert(L, u, sh.ints, conv_int, is_int, 1);
-        convert(L, u, sh.nums, push_num, is_number, 1);
-        copies(L, u, sh.copy);
+        convert(L, u, sh.ints, conv_int, is_int, &sh);
+        convert(L, u, sh.nums, push_num, is_number, &sh);
+        copies(L, u, &sh);
         sums(L, u, sh.sums);
         times(L, u, &sh);
         picks(L, u, sh.picks);
         nested(L, u, sh.nested);
-        if (check_row(L, u, &sh)) {
+        if (check_row(L, u, &sh, i)) {
             ul_pushint(L, i);
             lua_insert(L, -2);
             return 2;
         }
         lua_settop(L, u - 1);
     }
-    return 0;
+    if (lua_isnil(L, sh.warn))
+        return 0;
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushvalue(L, sh.warn);
+    return 3;
 }

@@ -127,6 +127,35 @@ describe("core.shape fields", function()
     assert.same({}, { core.shape({}, spec) })
   end)
 
+  it("leniently keeps unreadable figures and times as sent, copies no common field from them, "
+    .. "and reports the first row of each field", function()
+    local spec = norm.shape{ list = "rows", ids = { "id" }, ints = { "total", "n" },
+      nums = { "cost", "cost_usd" }, copy = { { "requests", "total" }, { "cost", "cost", "cost_usd" } },
+      sums = { { "tokens", "total", "n" } }, times = { first_seen = "first" } }
+    local rows = {
+      { id = "a", total = 3, n = 1, first = "2025-01-01T00:00:00Z" },
+      { id = "b", total = "many", n = 2, cost = "free", cost_usd = "x", first = "string" },
+      { id = "c", total = { 1 }, n = 3, first = 5 },
+    }
+    local i, bad, unread = core.shape(rows, spec, 0, 0, true)
+    assert.is_nil(i)
+    assert.is_nil(bad)
+    assert.same({ total = "[2] field 'total' is not a number (a string)",
+      cost = "[2] field 'cost' is not a number (a string)",
+      cost_usd = "[2] field 'cost_usd' is not a number (a string)",
+      first = "[2] field 'first' is not an ISO 8601 time (a string)" }, unread)
+    assert.same({ id = "a", total = 3, n = 1, requests = 3, tokens = 4,
+      first = "2025-01-01T00:00:00Z", first_seen = 1735689600 }, rows[1])
+    assert.same({ id = "b", total = "many", n = 2, cost = "free", cost_usd = "x", first = "string" },
+      rows[2])
+    assert.same({ id = "c", total = { 1 }, n = 3, first = 5 }, rows[3])
+    -- strictly, the same rows are one error at the first unreadable field
+    rows[2].total, rows[2].requests = "many", nil
+    assert.same({ 2, "field 'total' is not a number (a string)" }, { core.shape(rows, spec) })
+    -- and leniently, a row without an id is still an error
+    assert.same({ 1, "has no id" }, { core.shape({ { total = "x" } }, spec, 0, 0, true) })
+  end)
+
   it("walks a row nested as deep as the decoder allows without overflowing", function()
     local spec = norm.shape{ list = "rows", ids = { "id" } }
     local text = '{"id": 1, "x": ' .. ("["):rep(190) .. "null" .. ("]"):rep(190) .. "}"

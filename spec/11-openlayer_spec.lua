@@ -450,16 +450,40 @@ describe("openlayer", function()
     end)
 
     -- a user whose dates silently went missing would sort and filter wrong
-    it("raises a decode error naming the row and the date field it cannot read", function()
-      emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-01-01T10:00:00Z",' ..
-        '"dateOfLastRecord":"2025-01-01T24:00:00Z","sessions":1,"records":1,"tokens":1.0,"cost":0.5}]}' } })
-      local err = raises(function() all(client(), {}) end)
-      assert.equal("decode", err.kind)
-      assert.equal("items[1] field 'dateOfLastRecord' is not an ISO 8601 time (a string)", err.message)
-      emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-02-30T10:00:00Z"}]}' } })
-      err = raises(function() all(client(), {}) end)
-      assert.equal("items[1] field 'dateOfFirstRecord' is not an ISO 8601 time (a string)", err.message)
-    end)
+    it("with strict = true, raises a decode error naming the row and the date field it cannot read",
+      function()
+        emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-01-01T10:00:00Z",' ..
+          '"dateOfLastRecord":"2025-01-01T24:00:00Z","sessions":1,"records":1,"tokens":1.0,"cost":0.5}]}' } })
+        local err = raises(function() all(client{ strict = true }, {}) end)
+        assert.equal("decode", err.kind)
+        assert.equal("items[1] field 'dateOfLastRecord' is not an ISO 8601 time (a string)", err.message)
+        emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-02-30T10:00:00Z"}]}' } })
+        err = raises(function() all(client{ strict = true }, {}) end)
+        assert.equal("items[1] field 'dateOfFirstRecord' is not an ISO 8601 time (a string)", err.message)
+      end)
+
+    -- an OpenAPI mock sends "string" for every date: the listing goes on
+    it("by default keeps a row whose date it cannot read: no last_seen, the field as sent, a warning",
+      function()
+        emu.faults(PATH, { { body = '{"items":[{"id":"u","dateOfFirstRecord":"2025-01-01T10:00:00Z",' ..
+          '"dateOfLastRecord":"string","sessions":1,"records":1,"tokens":1.0,"cost":0.5},' ..
+          '{"id":"v","dateOfLastRecord":"string"}]}' } })
+        local events = {}
+        local users = all(client{ on_event = function(ev) events[#events + 1] = ev end }, {})
+        assert.same({ "u", "v" }, { users[1].id, users[2].id })
+        assert.equal(data.timegm(2025, 1, 1, 10, 0, 0), users[1].first_seen)
+        assert.is_nil(users[1].last_seen)
+        assert.equal("string", users[1].dateOfLastRecord)
+        local warnings = {}
+        for _, ev in ipairs(events) do
+          if ev.type == "warning" then warnings[#warnings + 1] = ev end
+        end
+        assert.equal(1, #warnings) -- once per field and listing, not per row
+        assert.equal("openlayer", warnings[1].provider)
+        assert.equal("dateOfLastRecord", warnings[1].field)
+        assert.matches("items[1] field 'dateOfLastRecord' is not an ISO 8601 time (a string)",
+          warnings[1].message, 1, true)
+      end)
 
     it("raises a decode error for a 200 without an items array", function()
       emu.faults(PATH, { { body = '{"data":[]}' } })

@@ -101,6 +101,7 @@ local PROVIDERS = {
     no_list = '{"data":{"count":250,"hasUsers":true},"error":null}',
     r429 = '{"error":"Too many requests, please try again later."}',
     num = { field = "total_requests", common = "requests" }, time = "last_active",
+    time_common = "last_seen",
   },
   {
     label = "openlayer", provider = "openlayer", new = userlist.openlayer, key = emu.keys.openlayer,
@@ -112,6 +113,7 @@ local PROVIDERS = {
     no_list = '{"success":true}',
     r429 = '{"code":429,"error":"Too Many Requests"}',
     num = { field = "records", common = "requests" }, time = "dateOfFirstRecord",
+    time_common = "first_seen",
   },
   {
     -- rows are (user, task) pairs: 250 users in tasks 1..3 make 300 rows
@@ -131,6 +133,7 @@ local PROVIDERS = {
     no_list = '{"count":300,"display_currency":"USD"}',
     r429 = '{"detail":"Too Many Requests"}',
     num = { field = "trace_count", common = "requests" }, time = "earliest_start_time",
+    time_common = "first_seen",
     extra = { { "task_id", '"task-1"' } },
   },
   {
@@ -142,7 +145,7 @@ local PROVIDERS = {
     page = function(rows) return '{"results":[' .. rows .. '],"next":null,"previous":null}' end,
     no_list = '{"next":null,"previous":null}',
     r429 = '{"error":{"code":"E1013","message":"Too many requests","doc_url":"https://docs.usertour.io"}}',
-    extra = { { "object", '"user"' } }, time = "createdAt",
+    extra = { { "object", '"user"' } }, time = "createdAt", time_common = "first_seen",
   },
 }
 -- v2: the same envelope and user shape under another path and key
@@ -441,27 +444,73 @@ case{ name = "numeric strings where numbers belong (read as numbers)", expect = 
     assert.equal(15, users[1][P.num.common])
     assert.equal(15, users[1][P.num.field])
   end }
-case{ name = "a non-numeric string where a number belongs (the field is named)", expect = "error",
-  kind = "decode", only = NUMERIC,
+-- Fields the common shape cannot read: by default the row is kept, its
+-- common field left out, the provider's field as sent, and one warning
+-- event a field; with strict = true, one decode error naming the field.
+local STRICT = function() return { strict = true } end
+local function warned_once(rec, field)
+  local n = 0
+  for _, ev in ipairs(rec.events) do
+    if ev.type == "warning" then
+      n = n + 1
+      assert.equal("decode", ev.kind)
+      assert.equal(field, ev.field)
+      assert.matches("field '" .. field .. "' is not", ev.message, 1, true)
+    end
+  end
+  assert.equal(1, n)
+end
+local function unreadable(name, only, value, field_of, common_of, raw)
+  case{ name = name .. " (kept, the common field left out, one warning)", expect = "recovered",
+    only = only,
+    page1 = function(P)
+      return { { body = P.page(row(P, str("n"), { { field_of(P), value } }) .. ","
+        .. row(P, str("m"), { { field_of(P), value } })) } }
+    end,
+    rows = 2,
+    check = function(users, P, rec)
+      for _, u in ipairs(users) do
+        assert.is_nil(u[common_of(P)])
+        assert.same(raw, u[field_of(P)])
+      end
+      assert.same({ "n", "m" }, { users[1].id, users[2].id })
+      warned_once(rec, field_of(P))
+    end }
+end
+local function num_field(P) return P.num.field end
+local function num_common(P) return P.num.common end
+local function time_field(P) return P.time end
+local function time_common(P) return P.time_common end
+unreadable("a non-numeric string where a number belongs", NUMERIC, '"many"', num_field, num_common,
+  "many")
+unreadable("an object where a number belongs", NUMERIC, '{"n":1}', num_field, num_common, { n = 1 })
+unreadable("a number where a time string belongs", nil, "1735689600", time_field, time_common,
+  1735689600)
+unreadable("a string that is not a time where a time belongs", nil, '"yesterday"', time_field,
+  time_common, "yesterday")
+case{ name = "strict = true: a non-numeric string where a number belongs (the field is named)",
+  expect = "error", kind = "decode", only = NUMERIC, options = STRICT,
   page1 = function(P) return { { body = P.page(row(P, str("n"), { { P.num.field, '"many"' } })) } } end,
   tries = 1, prefix = 0, retryable = false,
   check = function(err, P)
     assert.matches("[1] field '" .. P.num.field .. "' is not a number (a string)", err.message, 1, true)
   end }
-case{ name = "an object where a number belongs", expect = "error", kind = "decode", only = NUMERIC,
+case{ name = "strict = true: an object where a number belongs", expect = "error", kind = "decode",
+  only = NUMERIC, options = STRICT,
   page1 = function(P) return { { body = P.page(row(P, str("n"), { { P.num.field, '{"n":1}' } })) } } end,
   tries = 1, prefix = 0, retryable = false,
   check = function(err, P)
     assert.matches(P.num.field .. "' is not a number (a table)", err.message, 1, true)
   end }
-case{ name = "a number where a time string belongs (the field is named)", expect = "error",
-  kind = "decode",
+case{ name = "strict = true: a number where a time string belongs (the field is named)",
+  expect = "error", kind = "decode", options = STRICT,
   page1 = function(P) return { { body = P.page(row(P, str("n"), { { P.time, "1735689600" } })) } } end,
   tries = 1, prefix = 0, retryable = false,
   check = function(err, P)
     assert.matches(P.time .. "' is not an ISO 8601 time (a number)", err.message, 1, true)
   end }
-case{ name = "a string that is not a time where a time belongs", expect = "error", kind = "decode",
+case{ name = "strict = true: a string that is not a time where a time belongs", expect = "error",
+  kind = "decode", options = STRICT,
   page1 = function(P) return { { body = P.page(row(P, str("n"), { { P.time, '"yesterday"' } })) } } end,
   tries = 1, prefix = 0, retryable = false,
   check = function(err, P)
@@ -573,7 +622,7 @@ local function run_case(P, c)
     assert.is_nil(err, err and tostring(err))
     if c.rows then
       assert.equal(c.rows, #users)
-      c.check(users, P)
+      c.check(users, P, rec)
       assert.equal(1, requests)
     else
       assert.equal(P.total, #keys)

@@ -130,12 +130,12 @@ local listing = {
       sort = p.sort, page_size = p.page_size, page = st.page,
     } }
   end,
-  parse = function(_, body, p, st)
+  parse = function(c, body, p, st)
     local users = type(body) == "table" and body.users
     if type(users) ~= "table" then
       error(errors.new{ kind = "decode", message = "response has no 'users' array" }, 0)
     end
-    norm.rows(users, ROW, p.offset)
+    norm.rows(users, ROW, p.offset, 0, c, p.warned)
     local count = norm.int(body.count)
     p.count = count -- bounds the pages fetched ahead
     local seen = p.page_size * st.page + #users

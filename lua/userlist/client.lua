@@ -23,6 +23,7 @@ local CLIENT_OPTIONS = {
   api_key = "string", base_url = "string", headers = "table", max_retries = "number",
   loading_timeout = "number", sleep = "function", max_retry_wait = "number",
   deadline = "number", on_event = "function", engine = "string", concurrency = "number",
+  strict = "boolean",
 }
 
 -- Engines: "blocking" waits in libcurl (curl_multi_poll); "nginx" steps the
@@ -460,6 +461,7 @@ function M.define(def)
       _deadline = opts.deadline,
       _timeout = opts.timeout or 60,
       _on_event = opts.on_event,
+      _strict = opts.strict == true,
       _pool = {},
     }, mt)
     local engine = opts.engine or "auto"

@@ -77,12 +77,32 @@ end
 
 --- Shapes and checks the rows of a page in place (see `shape`), so that a
 -- row the client cannot read is one clear decode error, never a user
--- silently missing its id or figures. `naive_offset`: seconds east of UTC
--- that times without a zone are in; `shift`: seconds added to every time.
-function M.rows(rows, spec, naive_offset, shift)
-  local i, bad = core.shape(rows, spec, naive_offset, shift)
+-- silently missing its id. `naive_offset`: seconds east of UTC that times
+-- without a zone are in; `shift`: seconds added to every time.
+-- A figure or time that cannot be read (an OpenAPI mock's "string") ends
+-- nothing: its common field is left out, the provider's field keeps the
+-- value as sent, and client `c` gets a `warning` event, once per field for
+-- each `warned` set (one per listing). With the client option `strict`, or
+-- without a client, it is a decode error.
+function M.rows(rows, spec, naive_offset, shift, c, warned)
+  local lenient = c ~= nil and not c._strict
+  local i, bad, unread = core.shape(rows, spec, naive_offset, shift, lenient)
   if i then
     error(errors.new{ kind = "decode", message = ("%s[%d] %s"):format(spec.list, i, bad) }, 0)
+  end
+  if unread then
+    local fields = {}
+    for f in pairs(unread) do
+      if not warned[f] then fields[#fields + 1] = f end
+    end
+    table.sort(fields)
+    for _, f in ipairs(fields) do
+      warned[f] = true
+      c:_emit{ type = "warning", kind = "decode", field = f,
+        message = ("%s%s: the common field is left out and the row keeps the value as sent "
+          .. "(this listing warns once per field; strict = true makes it an error)")
+          :format(spec.list, unread[f]) }
+    end
   end
   return rows
 end
