@@ -10,15 +10,18 @@ local KEY = emu.keys.helicone
 local N = 250 -- the emulator's default population
 local IS_54 = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
 
--- A client on the emulator; `users` sets X-Emu-Users. Sleeps are recorded,
--- never slept.
+-- A client on the emulator; `users` sets X-Emu-Users, `server` (a build
+-- date) X-Emu-Helicone-Version. Sleeps are recorded, never slept.
 local slept
 local function client(opts)
   opts = opts or {}
   local o = { api_key = KEY, base_url = emu.http, max_retries = 0,
               sleep = function(s) slept[#slept + 1] = s end }
-  for k, v in pairs(opts) do if k ~= "users" then o[k] = v end end
-  if opts.users then o.headers = { ["X-Emu-Users"] = tostring(opts.users) } end
+  for k, v in pairs(opts) do if k ~= "users" and k ~= "server" then o[k] = v end end
+  if opts.users or opts.server then
+    o.headers = { ["X-Emu-Users"] = opts.users and tostring(opts.users) or nil,
+                  ["X-Emu-Helicone-Version"] = opts.server }
+  end
   -- one request at a time, so each can be pinned down (spec/14 fetches ahead)
   if o.concurrency == nil then o.concurrency = 1 end
   return userlist.helicone(o)
@@ -316,6 +319,170 @@ describe("helicone", function()
     end)
   end)
 
+  describe("self-hosted servers that predate `sort`", function()
+    local OLD, MID = "2025-03-01", "2025-05-01" -- no `sort` yet; `user_id` sort fails with 400
+
+    -- A client that records its fallback events.
+    local function recording(opts)
+      local events = {}
+      opts.on_event = function(ev) if ev.type == "fallback" then events[#events + 1] = ev end end
+      return client(opts), events
+    end
+
+    -- Each of the ids `want` exactly once, in whatever order, and no other.
+    local function each_once(users, want)
+      local seen = {}
+      for _, u in ipairs(users) do
+        assert.is_nil(seen[u.id], "listed twice: " .. u.id)
+        seen[u.id] = true
+      end
+      assert.equal(#want, #users)
+      for _, id in ipairs(want) do assert.is_true(seen[id], "missing: " .. id) end
+    end
+
+    it("sends no sort field with sort = false, and lists every user once in the server's order", function()
+      local c, events = recording{ server = OLD }
+      local users = all(c, { limit = 100, sort = false })
+      each_once(users, ids(N))
+      assert.are_not.same(ids(N), ids_of(users)) -- the server's own order, not user_id's
+      local reqs = sent()
+      assert.equal(3, #reqs)
+      for i, r in ipairs(reqs) do
+        assert.same({ filter = "all", offset = (i - 1) * 100, limit = 100 }, r.json)
+      end
+      assert.same({}, events)
+    end)
+
+    it("lists a server from before 2025-03-29 (422 excess property) again without sort, once", function()
+      local c, events = recording{ server = OLD }
+      local users = all(c, { limit = 100 })
+      each_once(users, ids(N))
+      local reqs = sent()
+      assert.equal(4, #reqs) -- the refused first page, then 100 + 100 + 50 without sort
+      assert.same({ user_id = "asc" }, reqs[1].json.sort)
+      for i = 2, 4 do
+        assert.is_nil(reqs[i].json.sort)
+        assert.equal((i - 2) * 100, reqs[i].json.offset)
+      end
+      assert.equal(1, #events)
+      local ev = events[1]
+      assert.equal("sort_refused", ev.reason)
+      assert.equal(422, ev.status)
+      assert.same({ user_id = "asc" }, ev.sort)
+      assert.equal(0, ev.offset)
+      assert.equal("helicone", ev.provider)
+      assert.equal(emu.http .. "/v1/user/metrics/query", ev.url)
+      assert.matches("requestBody.sort", ev.message, 1, true)
+    end)
+
+    it("lists a mid-2025 server (400 to a user_id sort) again without sort, once", function()
+      local c, events = recording{ server = MID }
+      local users = all(c, { limit = 100 })
+      each_once(users, ids(N))
+      local reqs = sent()
+      assert.equal(4, #reqs)
+      assert.same({ user_id = "asc" }, reqs[1].json.sort)
+      for i = 2, 4 do assert.is_nil(reqs[i].json.sort) end
+      assert.equal(1, #events)
+      assert.equal(400, events[1].status)
+      assert.equal("sort_refused", events[1].reason)
+    end)
+
+    it("restarts from the first position when pages were fetched ahead with the sort", function()
+      local c, events = recording{ server = OLD, concurrency = 4 }
+      local users = all(c, { limit = 50, offset = 10 })
+      assert.equal(1, #events)
+      assert.equal(10, events[1].offset)
+      -- the window went out with the sort before the first page's refusal
+      -- came back; every position was then asked once without it
+      local sorted, unsorted = 0, {}
+      for _, r in ipairs(sent()) do
+        if r.json.sort then
+          sorted = sorted + 1
+        else
+          local off = r.json.offset
+          assert.is_nil(unsorted[off], "offset asked twice without sort: " .. off)
+          unsorted[off] = true
+        end
+      end
+      assert.is_true(sorted > 1, "no page was fetched ahead with the sort")
+      for off = 10, 210, 50 do assert.is_true(unsorted[off], "never asked without sort: " .. off) end
+      -- the very users, in the very order, of a listing that never sent a sort
+      local want = ids_of(all(client{ server = OLD }, { limit = 50, offset = 10, sort = false }))
+      assert.equal(N - 10, #want)
+      each_once(users, want)
+      assert.same(want, ids_of(users))
+    end)
+
+    it("raises the error a sort the caller asked for gets; only the default one is dropped", function()
+      local c, events = recording{ server = OLD }
+      local err = raised(function() all(c, { sort = { cost = "desc" } }) end)
+      assert.equal(422, err.status)
+      assert.matches("requestBody.sort", err.message, 1, true)
+      assert.same({}, events)
+      c, events = recording{ server = MID }
+      err = raised(function() all(c, { sort = "user_id" }) end)
+      assert.equal(400, err.status)
+      local _, perr = c:page{ sort = { user_id = "asc" } }
+      assert.equal(400, perr.status)
+      assert.same({}, events)
+      assert.equal(3, #sent())
+      for _, r in ipairs(sent()) do assert.is_table(r.json.sort) end
+      -- while the default sort, refused alike, is dropped
+      each_once(all(c, { limit = 100 }), ids(N))
+      assert.equal(1, #events)
+    end)
+
+    it("never loops: when the request without sort fails too, that error is raised", function()
+      -- the first request is refused for its sort; the second, without, gets
+      -- a query error that looks like a refusal too
+      emu.faults("/v1/user/metrics/query", { { delay_ms = 0 },
+        { status = 400, body = '{"error":"Error executing query: second","data":null}' } })
+      local c, events = recording{ server = MID }
+      local err = raised(function() all(c) end)
+      assert.equal(400, err.status)
+      assert.equal("Error executing query: second", err.message)
+      local reqs = sent()
+      assert.equal(2, #reqs)
+      assert.is_nil(reqs[2].json.sort)
+      assert.equal(1, #events)
+    end)
+
+    it("falls back on the first page only: a later page's error is raised", function()
+      -- the first page's 400 query error to the default sort: listed again without it
+      local refusal = { status = 400, body = '{"error":"Error executing query: first","data":null}' }
+      emu.faults("/v1/user/metrics/query", { refusal })
+      local c, events = recording{}
+      each_once(all(c, { limit = 100 }), ids(N))
+      assert.equal(1, #events)
+      assert.equal("Error executing query: first", events[1].message)
+      -- the same answer to the second page, once the first was read sorted: raised
+      emu.reset()
+      emu.faults("/v1/user/metrics/query", { { delay_ms = 0 },
+        { status = 400, body = '{"error":"Error executing query: later","data":null}' } })
+      c, events = recording{}
+      local n = 0
+      local err = raised(function()
+        for _ in c:users{ limit = 100 } do n = n + 1 end
+      end)
+      assert.equal(100, n)
+      assert.equal("Error executing query: later", err.message)
+      assert.equal(2, #sent())
+      assert.same({}, events)
+    end)
+
+    it("gives page() the first page without sort from an old server", function()
+      local c, events = recording{ server = OLD }
+      local p = assert(c:page{ limit = 100 })
+      assert.equal(100, #p.users)
+      assert.equal(100, p.next)
+      assert.equal(1, #events)
+      local reqs = sent()
+      assert.equal(2, #reqs)
+      assert.is_nil(reqs[2].json.sort)
+    end)
+  end)
+
   describe("users{user_ids = ...} over /v1/user/query (the seed endpoint)", function()
     it("looks up the ids and returns them in the order asked", function()
       local want = { "user-0000009", "user-0000002", "user-0000100", "user-0000031" }
@@ -581,6 +748,25 @@ describe("helicone", function()
       assert.is_false(err.retryable)
     end)
 
+    it("say a read-only key needs write permission (401, `error` null) on both endpoints", function()
+      local ro = client{ api_key = emu.keys.helicone_read_only }
+      local wrong = select(2, client{ api_key = "sk-wrong" }:page{})
+      local errs = {
+        raised(function() all(ro, { limit = 10 }) end), -- /v1/user/metrics/query
+        raised(function() all(ro, { user_ids = { "user-0000001" } }) end), -- /v1/user/query
+        select(2, ro:query()), select(2, ro:query{ user_ids = { "user-0000001" } }),
+      }
+      for _, err in ipairs(errs) do
+        assert.equal("Helicone needs a key with write permission for these endpoints", err.message)
+        assert.equal("isAuthenticated.error", err.code)
+        assert.equal(401, err.status)
+        assert.equal(wrong.kind, err.kind) -- as for any 401
+        assert.is_false(err.retryable)
+        assert.not_matches(emu.keys.helicone_read_only, tostring(err), 1, true)
+      end
+      assert.equal(5, #sent()) -- the wrong key's, then one each: nothing retried
+    end)
+
     it("read the plain-text 400 'Invalid token.' and the 422 validation answer", function()
       emu.faults("/v1/user/", { { status = 400 }, { status = 422 } })
       local _, err = client():page{}
@@ -720,6 +906,42 @@ describe("helicone", function()
       s:close()
       return res, err
     end
+
+    it("answers a read-only key 401 {\"error\":null,...} on both endpoints (POSTs need write)", function()
+      for _, path in ipairs{ "/v1/user/query", "/v1/user/metrics/query" } do
+        local s = core.session()
+        local _, err = s:request{ method = "POST", url = emu.http .. path,
+          api_key = emu.keys.helicone_read_only, json = { filter = "all", offset = 0, limit = 1 } }
+        s:close()
+        assert.equal(401, err.status)
+        assert.same({ error = core.null, trace = "isAuthenticated.error" }, err.body)
+      end
+    end)
+
+    it("plays older servers by X-Emu-Helicone-Version: no `sort` before 2025-03-29, "
+      .. "a user_id sort failing with 400 until 2025-06-17", function()
+      local function ask(version, sort)
+        local s = core.session()
+        local res, err = s:request{ method = "POST", url = emu.http .. "/v1/user/metrics/query",
+          api_key = KEY, headers = { ["X-Emu-Helicone-Version"] = version },
+          json = { filter = "all", offset = 0, limit = 2, sort = sort } }
+        s:close()
+        return res, err
+      end
+      local _, err = ask("2025-03-28", { cost = "desc" })
+      assert.equal(422, err.status)
+      assert.equal('"sort" is an excess property and therefore is not allowed',
+        err.body.details["requestBody.sort"].message)
+      assert.equal(2, #assert(ask("2025-03-28")).body.data.users)
+      _, err = ask("2025-06-16", { user_id = "asc" })
+      assert.equal(400, err.status)
+      assert.matches("^Error executing query", err.body.error)
+      assert.equal(core.null, err.body.data)
+      assert.equal(2, #assert(ask("2025-06-16", { cost = "desc" })).body.data.users)
+      assert.equal(data.id(1), assert(ask("2025-06-17", { user_id = "asc" })).body.data.users[1].id)
+      _, err = ask("last week")
+      assert.equal(400, err.status)
+    end)
 
     it("answers the seed endpoint with at most 100 rows and nothing saying more exist", function()
       local res = assert(post("/v1/user/query", {}))

@@ -7,6 +7,11 @@
 --    sort (default `user_id` ascending, the one unique column), stopping on
 --    a short page: its `count` is cached for 60 s and ignores the filter, so
 --    it is never trusted.
+--    Self-hosted servers from before 2025-03-29 refuse `sort` (422 "excess
+--    property") and later ones until 2025-06-17 a `user_id` sort (400): when
+--    the first page refuses the default sort, the listing starts again from
+--    its first position without one, once, and says so in an on_event
+--    "fallback" event. A sort the caller asked for is never dropped.
 -- `client:query(q)` sends the seed request once, as documented, and reports
 -- `truncated = true` when the 100-row cap may have hidden users.
 --
@@ -64,9 +69,10 @@ end
 local function sort_of(q)
   local s = q.sort
   if s == nil then return { user_id = "asc" } end -- unique: a total order
+  if s == false then return nil end -- no `sort` field: servers before 2025-03-29
   if type(s) == "string" then s = { [s] = "asc" } end
   if type(s) ~= "table" then
-    raise("sort", "must be a field name or {field = 'asc'|'desc'}, got " .. type(s))
+    raise("sort", "must be a field name, {field = 'asc'|'desc'} or false, got " .. type(s))
   end
   local field, n = nil, 0
   for k in pairs(s) do
@@ -116,6 +122,8 @@ local function prepare(c, q)
   p.mode = "metrics"
   p.limit = check.int(q, "limit", 1, MAX_LIMIT) or MAX_LIMIT
   p.sort = sort_of(q)
+  -- only the default sort may be dropped when the server refuses it
+  p.sort_is_default = q.sort == nil
   p.filter = q.filter == nil and "all" or q.filter
   if p.filter ~= "all" and (type(p.filter) ~= "table" or #p.filter > 0) then
     raise("filter", "must be \"all\" or a Helicone filter tree (a table)")
@@ -201,7 +209,7 @@ local listing = {
     return { method = "POST", path = "/v1/user/metrics/query", json = {
       filter = p.filter, offset = pos, limit = p.limit, sort = p.sort,
       timeFilter = p.time_filter, timeZoneDifferenceMinutes = p.tz,
-    } }
+    }, default_sort = p.sort_is_default and p.sort and p or nil, pos = pos }
   end,
   parse = function(_, body, p, pos)
     if p.mode == "ids" then
@@ -214,6 +222,7 @@ local listing = {
     local data = data_of(body)
     local users = type(data) == "table" and data.users
     if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
+    p.read = true -- from here on a refused sort is not the fallback's to fix
     local shift = p.tz and math.abs(p.tz) * 60 or 0
     norm.rows(users, METRICS_ROW, 0, shift)
     -- a short page is the last; `count` is cached and ignores the filter
@@ -223,7 +232,8 @@ local listing = {
         has_users = type(data.hasUsers) == "boolean" and data.hasUsers or nil }
   end,
   -- dedupe = true: one row per user id (sorts on other fields have ties
-  -- and the server no tie-breaker, so a row can repeat across pages)
+  -- and the server no tie-breaker, and with no sort the order is undefined,
+  -- so a row can repeat across pages)
   key = function(u) return u.id end,
   ahead = function(p, pos)
     if p.mode ~= "ids" then return pos + p.limit end
@@ -231,7 +241,54 @@ local listing = {
   end,
 }
 
-local methods = {}
+-- The default sort refused ------------------------------------------------
+
+-- Whether err is a server refusing the default {user_id = "asc"}: 422 with a
+-- `details` entry calling `sort` an excess property (no `sort` before
+-- 2025-03-29), or a 400 query error ({"error": "...", "data": null}; a
+-- user_id sort failed in the database until 2025-06-17).
+local function sort_refused(err)
+  local b = err.body
+  if type(b) ~= "table" then return false end
+  if err.status == 400 then return type(b.error) == "string" end
+  if err.status ~= 422 or type(b.details) ~= "table" then return false end
+  for k, d in pairs(b.details) do
+    local msg = type(d) == "table" and d.message
+    if type(msg) == "string" and msg:find("excess property", 1, true)
+      and (k == "requestBody.sort" or msg:find('"sort"', 1, true)) then
+      return true
+    end
+  end
+  return false
+end
+
+local Client = client.Client
+
+-- Every request goes through here (the pager calls client:_call). A
+-- metrics page sent with the default sort is marked (req.default_sort = the
+-- walk's p). When the listing's first page is refused for that sort, the
+-- walk drops it (p.sort = nil) and asks for that page again; pages fetched
+-- ahead with the sort before the refusal was known are asked again without
+-- it whatever they got, so every page of the listing is in one order.
+local function call(self, req, session, deadline_at, begun)
+  local res, err = Client._call(self, req, session, deadline_at, begun)
+  local p = req.default_sort
+  if not p then return res, err end
+  if p.sort then
+    if res or p.read or not sort_refused(err) then return res, err end
+    local refused = p.sort
+    p.sort = nil
+    self:_emit{ type = "fallback", reason = "sort_refused", method = req.method,
+                url = req.url or (self.base_url .. req.path), status = err.status,
+                code = err.code, message = err.message, sort = refused, offset = req.pos }
+  end
+  -- once only: the request without sort carries no mark, its error is raised
+  local again = listing.request(self, p, req.pos)
+  again.peek = req.peek
+  return Client._call(self, again, session, deadline_at)
+end
+
+local methods = { _call = call }
 
 --- One request to the seed endpoint `POST /v1/user/query`, as documented.
 -- q: `user_ids` (at most 100), `since`, `until`.
@@ -292,7 +349,12 @@ return client.define{
     local b = err.body
     if type(b) == "table" then
       if type(b.error) == "string" then err.message = b.error
-      elseif type(b.message) == "string" then err.message = b.message end
+      elseif type(b.message) == "string" then err.message = b.message
+      elseif err.status == 401 and b.trace == "isAuthenticated.error" then
+        -- what a read-only key gets: every POST needs write permission,
+        -- and both user endpoints are POST
+        err.message = "Helicone needs a key with write permission for these endpoints"
+      end
       if type(b.trace) == "string" then err.code = b.trace end
       if type(b.details) == "table" then
         local keys = {}

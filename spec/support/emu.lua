@@ -10,6 +10,7 @@ M.ca = os.getenv("USERLIST_EMU_CA")
 
 M.keys = {
   helicone = "sk-helicone-emu",
+  helicone_read_only = "sk-helicone-emu0000-read000-only000-0000000", -- 401: POSTs need write
   openlayer = "ol-emu-key",
   arthur = "arthur-emu-key",
   usertour = "ak_emu",

@@ -4,6 +4,10 @@
 -- limit > 1000 -> 400, database errors as 200 {"data":null,"error":...} on the
 -- seed endpoint and 400 on metrics, the first `sort` key only, no sort =
 -- last_active desc, timeZoneDifferenceMinutes subtracted whatever its sign.
+-- A read-only key gets 401 {"error":null,...}: every POST needs write
+-- permission. Header `X-Emu-Helicone-Version: YYYY-MM-DD` plays a server
+-- built that day: before 2025-03-29 `sort` is an excess property (422),
+-- before 2025-06-17 a `user_id` sort fails with 400.
 local data = require "emu.data"
 local order = require "emu.order"
 local store = require "emu.store"
@@ -12,6 +16,9 @@ local util = require "emu.util"
 local M = {}
 
 local KEY = "sk-helicone-emu"
+-- read-only: a real key's shape (sk-helicone- and four groups of seven)
+local READ_ONLY_KEY = "sk-helicone-emu0000-read000-only000-0000000"
+local SORT_SINCE, USER_ID_SORT_SINCE = "2025-03-29", "2025-06-17"
 local ROW_CAP = 100
 local WINDOW = 300 -- seconds: the rate limit is per organisation per 5 minutes
 
@@ -329,8 +336,10 @@ end
 -- POST /v1/user/metrics/query: offset paging; `count` ignores the filter.
 local function metrics_query(body, ctx, req)
   local details = {}
+  local version = ctx.helicone_version
+  -- servers before SORT_SINCE have no `sort` and refuse it as any unknown field
   excess(details, "requestBody", body, { filter = true, offset = true, limit = true,
-    timeFilter = true, timeZoneDifferenceMinutes = true, sort = true })
+    timeFilter = true, timeZoneDifferenceMinutes = true, sort = version >= SORT_SINCE })
   check_number(details, "requestBody.offset", body.offset, true)
   check_number(details, "requestBody.limit", body.limit, true)
   check_number(details, "requestBody.timeZoneDifferenceMinutes", body.timeZoneDifferenceMinutes)
@@ -347,7 +356,7 @@ local function metrics_query(body, ctx, req)
   end
   -- no sort: the server's default {last_active: "desc"}
   local field, asc = "last_active", false
-  if body.sort ~= nil then
+  if body.sort ~= nil and version >= SORT_SINCE then
     if type(body.sort) ~= "table" or (is_list(body.sort) and #body.sort > 0) then
       details["requestBody.sort"] = { message = "invalid object", value = body.sort }
     else
@@ -377,6 +386,11 @@ local function metrics_query(body, ctx, req)
   end
   if ctx.cfg.helicone_error then -- the controller answers result errors with 400
     return db_error(400, ctx.cfg.helicone_error)
+  end
+  if field == "user_id" and version < USER_ID_SORT_SINCE then
+    -- the sort's ORDER BY user_id failed in ClickHouse; a result error is a 400
+    return db_error(400, "Error executing query: Code: 215. DB::Exception: Column `user_id`"
+      .. " is not under aggregate function and not in GROUP BY keys")
   end
 
   local cfg, n = ctx.cfg, ctx.users
@@ -439,9 +453,17 @@ function M.handle(req, ctx)
   local route = ROUTES[req.path]
   if not route or req.method ~= "POST" then return no_route(req) end
   local key, sent = util.bearer(req.headers, true)
+  if key == READ_ONLY_KEY then -- every POST needs write permission; `error` is null
+    return util.json(401, '{"error":null,"trace":"isAuthenticated.error"}')
+  end
   if key ~= KEY then
     return M.error(401, sent and "Invalid API key" or "No authorization header")
   end
+  local version = req.headers["x-emu-helicone-version"] or "9999-12-31" -- today's server
+  if not version:match("^%d%d%d%d%-%d%d%-%d%d$") then
+    return util.emu_error(400, "X-Emu-Helicone-Version must be a date YYYY-MM-DD")
+  end
+  ctx.helicone_version = version
   local w = window(ctx)
   if ctx.cfg.rate_limit_enforce and w.count > ctx.cfg.helicone_rate_limit then
     local res = M.error(429)
