@@ -194,6 +194,22 @@ describe("OpenAPI conformance through Prism", function()
       end
     end)
 
+    it("sends no sort with sort = false, and none after an old server refuses the default", function()
+      local users = all(client(), { limit = 100, sort = false })
+      assert.equal(USERS, #users)
+      local reqs = forwarded()
+      assert.equal(3, #reqs)
+      for _, r in ipairs(reqs) do assert.is_nil(json_body(r).sort) end
+      -- a server from before 2025-03-29 answers the default sort 422 (spec/10)
+      emu.reset()
+      users = all(client{ headers = { ["X-Emu-Helicone-Version"] = "2025-03-01" } }, { limit = 100 })
+      assert.equal(USERS, #users)
+      reqs = forwarded()
+      assert.equal(4, #reqs)
+      assert.same({ user_id = "asc" }, json_body(reqs[1]).sort)
+      for i = 2, 4 do assert.is_nil(json_body(reqs[i]).sort) end
+    end)
+
     it("sends offset, limit, sort, a filter tree, the time window and time zone", function()
       local filter = {
         left = { users_view = { user_total_requests = { gte = 1 } } },
