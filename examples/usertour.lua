@@ -33,8 +33,9 @@ end
 local function show(u)
   local companies = {}
   for _, c in ipairs(u.companies or {}) do companies[#companies + 1] = c.id end
-  print(("  %-14s %-26s %-19s %s"):format(u.id, u.email or "-", when(u.first_seen),
-    table.concat(companies, ",")))
+  -- first_seen: attributes.first_seen_at (else createdAt); last_seen: attributes.last_seen_at
+  print(("  %-14s %-26s %-19s %-19s %s"):format(u.id, u.email or "-", when(u.first_seen),
+    when(u.last_seen), table.concat(companies, ",")))
 end
 
 local function main()
@@ -48,9 +49,15 @@ local function main()
     if n == 5 then break end -- on Lua 5.4 the break also closes the connection at once
   end
 
-  -- every user, counted page by page
+  -- every user, counted page by page; a user deleted meanwhile whose id was
+  -- a page's cursor is recovered from (the page before asked again), and said
   local pages, total = 0, 0
-  for page in v1:pages{ limit = 100 } do
+  local opts = { on_event = function(ev)
+    if ev.type == "recover" then print("v1: recovered from a stale cursor: " .. ev.stale) end
+  end }
+  for k, v in pairs(v1_opts) do opts[k] = v end
+  local watched = userlist.usertour(opts)
+  for page in watched:pages{ limit = 100 } do
     pages, total = pages + 1, total + #page.users
   end
   print(("v1: %d users in %d pages"):format(total, pages))

@@ -2,6 +2,7 @@
 -- answers as the real server does, quirks included.
 local userlist = require "userlist"
 local core = require "userlist.core"
+local time = require "userlist.time"
 local emu = require "support.emu"
 local data = dofile("spec/emulator/lua/emu/data.lua")
 
@@ -199,16 +200,19 @@ describe("usertour", function()
       local u = assert(v1(3):page{ limit = 1, cursor = "user-0000001" }).users[1]
       assert.equal("user-0000002", u.id)
       assert.equal("user", u.object)
+      local first, last = data.seen(2)
       assert.same({ name = "User 0000002", email = "user0000002@example.com",
-                    plan = data.PLANS[data.hash(2) % 3 + 1] }, u.attributes)
+                    plan = data.PLANS[data.hash(2) % 3 + 1], first_seen_at = data.iso_ms(first),
+                    last_seen_at = data.iso_ms(last) }, u.attributes)
       assert.equal("2025-01-01T00:02:00.000Z", u.createdAt)
       assert.is_nil(u.companies) -- null unless expanded
       assert.is_nil(u.memberships)
       assert.equal("user0000002@example.com", u.email)
-      assert.equal(data.created(2), u.first_seen)
+      assert.equal(first, u.first_seen) -- the attributes' seen times (see "seen times")
+      assert.equal(last, u.last_seen)
       if INTEGERS then assert.equal("integer", math.type(u.first_seen)) end
       for _, k in ipairs{ "requests", "sessions", "prompt_tokens", "completion_tokens", "tokens",
-                          "cost", "last_seen" } do
+                          "cost" } do
         assert.is_nil(u[k], k)
       end
     end)
@@ -337,30 +341,16 @@ describe("usertour", function()
       assert.same(expected(1, 1), seen) -- the page with the repeated link is refused whole
     end)
 
-    it("raises a clear E1007 error when the cursor's user is deleted mid-listing", function()
-      local c = v1(6)
-      local seen = {}
-      local ok, err = pcall(function()
-        for u in c:users{ limit = 2 } do
-          seen[#seen + 1] = u.id
-          if u.id == "user-0000002" then assert(c:delete("user-0000002")) end
-        end
-      end)
-      assert.is_false(ok)
-      assert.same(expected(1, 2), seen)
+    it("returns an unknown cursor's E1007 from page() as nil, err: no listing to recover in", function()
+      local page, err = v1(3):page{ cursor = "user-9999999" }
+      assert.is_nil(page)
       assert.equal("http", err.kind)
       assert.equal(400, err.status)
       assert.equal("E1007", err.code)
       assert.equal("usertour", err.provider)
-      assert.matches("Invalid cursor parameter %(the cursor's user no longer exists: restart the listing%)",
-        tostring(err))
-      assert.matches("cursor=user%-0000002", err.url)
-    end)
-
-    it("returns an unknown cursor's E1007 from page() as nil, err", function()
-      local page, err = v1(3):page{ cursor = "user-9999999" }
-      assert.is_nil(page)
-      assert.equal("E1007", err.code)
+      assert.matches("Invalid cursor parameter %(no user has the cursor's id", tostring(err))
+      assert.matches("cursor=user%-9999999", err.url)
+      assert.equal(1, #requests()) -- nothing asked again
     end)
 
     it("reads one page with page(), and the next one from its cursor", function()
@@ -723,23 +713,16 @@ describe("usertour", function()
       refuses("until", function() return c:users{ since = 100, ["until"] = 50 } end, "is before 'since'")
     end)
 
-    it("raises instead of ending in silence when its cursor's user is deleted", function()
-      local c = v2(6)
-      local seen = {}
-      local ok, err = pcall(function()
-        for u in c:users{ limit = 2 } do
-          seen[#seen + 1] = u.id
-          if u.id == "user-0000002" then assert(c:delete("user-0000002")) end
-        end
-      end)
-      assert.is_false(ok)
-      assert.same(expected(1, 2), seen)
+    it("answers page() with an unknown cursor by an error, not a silent empty end", function()
+      local page, err = v2(3):page{ cursor = "user-9999999" }
+      assert.is_nil(page)
       assert.equal("api", err.kind)
       assert.equal("E1007", err.code)
-      assert.matches("listing may be incomplete", err.message)
-      -- what the server did answer: an empty last page
-      local last = requests()[#requests()]
-      assert.equal("limit=2&cursor=user-0000002", last.args)
+      assert.equal("usertour", err.provider)
+      assert.matches("empty page for the cursor given: no user has that id", err.message)
+      assert.equal(1, #requests()) -- what the server answered: an empty last page
+      err = raised(v2(3), { cursor = "user-9999999" }) -- a listing from it: the same error
+      assert.equal("E1007", err.code)
     end)
 
     it("answers 404 for an unknown company or segment (v1 differs)", function()
@@ -816,6 +799,200 @@ describe("usertour", function()
       assert.equal("E1001", err.code)
       assert.same({ "user-0000002", "user-0000003" }, ids(c))
     end)
+  end)
+
+  -- Issue 13, item 3. A cursor is the last user of the page before; that
+  -- user deleted between pages makes it stale (v1: 400 E1007; v2: an empty
+  -- last page). At concurrency 1 the caller deletes as its users() loop
+  -- reaches that user. At 4 the next page is asked for as soon as the page
+  -- before arrives, before the caller sees it, so a second client deletes
+  -- from the on_event hook as page k's response arrives: as at 1, the server
+  -- gave page k with the user, and the next request carries a stale cursor.
+  describe("a cursor whose user is deleted mid-listing", function()
+    -- Lists n users, `limit` a page, deleting users `victims` once page k
+    -- (whose last user is the cursor of page k + 1) is in.
+    -- @return ids given, recover events, the error raised (or nil), the
+    -- listing's requests (query strings, in order)
+    local function listing(version, conc, n, limit, k, victims)
+      local admin = v1(n)
+      local events, done = {}, false
+      local function delete_victims()
+        done = true
+        for _, i in ipairs(victims) do assert(admin:delete(data.id(i))) end
+      end
+      local function is_page_k(url)
+        if k == 1 then return not url:find("cursor=", 1, true) end
+        return url:find("cursor=" .. data.id((k - 1) * limit), 1, true) ~= nil
+      end
+      local opts = { concurrency = conc, on_event = function(ev)
+        if ev.type == "recover" then
+          events[#events + 1] = ev
+        elseif conc > 1 and not done and ev.type == "response" and is_page_k(ev.url) then
+          delete_victims()
+        end
+      end }
+      local c = version == 1 and v1(n, opts) or v2(n, opts)
+      local got = {}
+      local ok, err = pcall(function()
+        for u in c:users{ limit = limit } do
+          got[#got + 1] = u.id
+          if conc == 1 and not done and u.id == data.id(k * limit) then delete_victims() end
+        end
+      end)
+      assert.is_true(done, "the users were not deleted")
+      c:close()
+      admin:close()
+      local asked = {}
+      for _, r in ipairs(requests()) do
+        if r.method == "GET" then asked[#asked + 1] = r.args end
+      end
+      return got, events, (not ok) and err or nil, asked
+    end
+
+    local function without(list, gone)
+      local out = {}
+      for _, id in ipairs(list) do
+        if id ~= gone then out[#out + 1] = id end
+      end
+      return out
+    end
+
+    for _, version in ipairs{ 1, 2 } do
+      local path = version == 1 and "/v1/users" or V2_PATH
+      for _, conc in ipairs{ 1, 4 } do
+        local label = (" (v%d, concurrency %d)"):format(version, conc)
+
+        -- one recover event: the page asked again and the stale link, and
+        -- v1's E1007 that said so
+        local function one_recovery(events, reasked, stale_cursor)
+          assert.equal(1, #events)
+          local ev = events[1]
+          assert.equal("usertour", ev.provider)
+          assert.equal("GET", ev.method)
+          assert.equal(emu.http .. path .. reasked, ev.url)
+          assert.equal(emu.http .. path .. "?limit=3&cursor=" .. stale_cursor, ev.stale)
+          if version == 1 then
+            assert.equal(400, ev.status)
+            assert.equal("E1007", ev.code)
+          else
+            assert.is_nil(ev.status) -- v2's answer was a 200 empty page
+          end
+        end
+
+        it("asks again for the page before and loses no one" .. label, function()
+          local got, events, err, asked = listing(version, conc, 10, 3, 2, { 6 })
+          assert.is_nil(err)
+          -- every remaining user exactly once (user 6 was given before it was deleted)
+          assert.same(without(expected(1, 10), "user-0000006"), without(got, "user-0000006"))
+          assert.same(expected(1, 10), got)
+          one_recovery(events, "?limit=3&cursor=user-0000003", "user-0000006")
+          assert.same({ "limit=3", "limit=3&cursor=user-0000003", "limit=3&cursor=user-0000006",
+                        "limit=3&cursor=user-0000003", "limit=3&cursor=user-0000007" }, asked)
+          assert.same(without(expected(1, 10), "user-0000006"), ids(v1(10))) -- it is gone
+        end)
+
+        it("asks again for the first page, without a cursor, when its next link went stale"
+            .. label, function()
+          local got, events, err, asked = listing(version, conc, 10, 3, 1, { 3 })
+          assert.is_nil(err)
+          assert.same(expected(1, 10), got)
+          one_recovery(events, "", "user-0000003")
+          assert.same({ "limit=3", "limit=3&cursor=user-0000003", "limit=3",
+                        "limit=3&cursor=user-0000004", "limit=3&cursor=user-0000007" }, asked)
+        end)
+
+        it("still gives the user after a stale cursor of the last page" .. label, function()
+          -- v2's stale answer is an empty last page: taken for the end, user 7 would be lost
+          local got, events, err = listing(version, conc, 7, 3, 2, { 6 })
+          assert.is_nil(err)
+          assert.same(expected(1, 7), got)
+          one_recovery(events, "?limit=3&cursor=user-0000003", "user-0000006")
+        end)
+
+        it("ends normally when the page before, asked again, has no next link" .. label, function()
+          local got, events, err, asked = listing(version, conc, 7, 3, 2, { 6, 7 })
+          assert.is_nil(err)
+          assert.same(expected(1, 6), got)
+          one_recovery(events, "?limit=3&cursor=user-0000003", "user-0000006")
+          assert.same({ "limit=3", "limit=3&cursor=user-0000003", "limit=3&cursor=user-0000006",
+                        "limit=3&cursor=user-0000003" }, asked)
+        end)
+
+        it("raises naming the users that may be missing when both cursors are gone" .. label, function()
+          local got, events, err = listing(version, conc, 10, 3, 2, { 3, 6 })
+          assert.same(expected(1, 6), got)
+          assert.is_true(userlist.is_error(err), tostring(err))
+          assert.equal("usertour", err.provider)
+          assert.matches("users after user%-0000006 may be missing: the cursor's user and the one "
+            .. "before were both deleted", err.message)
+          assert.equal(emu.http .. path .. "?limit=3&cursor=user-0000003", err.url)
+          if version == 1 then
+            assert.equal("http", err.kind)
+            assert.equal(400, err.status)
+            assert.equal("E1007", err.code)
+          else
+            assert.equal("api", err.kind)
+          end
+          one_recovery(events, "?limit=3&cursor=user-0000003", "user-0000006")
+        end)
+      end
+    end
+  end)
+
+  -- Issue 13, item 4: current servers keep attributes.first_seen_at and
+  -- last_seen_at; the emulator's generated user i has them (data.seen(i)),
+  -- a user made by upsert has none unless it sets them.
+  describe("seen times", function()
+    local function check_seen(u, i)
+      local first, last = data.seen(i)
+      assert.equal(data.id(i), u.id)
+      assert.equal(first, u.first_seen)
+      assert.equal(last, u.last_seen)
+      assert.is_true(u.first_seen > data.created(i)) -- not createdAt
+      assert.is_true(u.last_seen >= u.first_seen)
+      if INTEGERS then assert.equal("integer", math.type(u.last_seen)) end
+    end
+
+    for _, version in ipairs{ 1, 2 } do
+      local label = (" (v%d)"):format(version)
+      local function new(n) return version == 1 and v1(n) or v2(n) end
+
+      it("maps first_seen and last_seen from the attributes, listed and one by one" .. label, function()
+        local c = new(5)
+        local i = 0
+        for u in c:users{ limit = 2 } do
+          i = i + 1
+          check_seen(u, i)
+        end
+        assert.equal(5, i)
+        check_seen(assert(c:user("user-0000004")), 4)
+        local p = assert(c:page{ limit = 1, cursor = "user-0000002" })
+        check_seen(p.users[1], 3)
+      end)
+
+      it("falls back to createdAt for first_seen, and no last_seen, without them" .. label, function()
+        local c = new(2)
+        assert(c:upsert("fresh"))
+        assert(c:upsert("half", { last_seen_at = "2026-03-04T05:06:07.000Z" }))
+        assert(c:upsert("odd", { first_seen_at = "2026-03-04T06:06:07.250+01:00", last_seen_at = "soon" }))
+        local got = {}
+        for u in c:users() do got[u.id] = u end
+        local fresh, half = got.fresh, got.half
+        assert.is_nil(fresh.attributes.first_seen_at)
+        assert.equal(assert(time.parse_iso(fresh.createdAt)), fresh.first_seen)
+        assert.is_nil(fresh.last_seen)
+        assert.equal(assert(time.parse_iso(half.createdAt)), half.first_seen)
+        assert.equal(data.timegm(2026, 3, 4, 5, 6, 7), half.last_seen)
+        -- any ISO 8601 form is read; what is not a time stays in the attributes only
+        assert.equal(data.timegm(2026, 3, 4, 5, 6, 7) + 0.25, got.odd.first_seen)
+        assert.is_nil(got.odd.last_seen)
+        assert.equal("soon", got.odd.attributes.last_seen_at)
+        local one = assert(c:user("fresh"))
+        assert.equal(fresh.first_seen, one.first_seen)
+        assert.is_nil(one.last_seen)
+        check_seen(got["user-0000002"], 2)
+      end)
+    end
   end)
 
   describe("a million users", function()

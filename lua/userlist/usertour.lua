@@ -4,8 +4,11 @@
 --
 -- Paging: cursor; the server's `next` link (relative, carrying every filter)
 -- is followed verbatim, resolved against the base URL, until it is null.
--- A stale cursor is 400 E1007 on v1 and a silent empty page on v2; both end
--- the listing with an error here, never in silence.
+-- The cursor is the last user of the page before; when that user is deleted
+-- mid-listing it goes stale: 400 E1007 on v1, an empty last page on v2. The
+-- listing recovers (`recover` below, see userlist.pager): the page before,
+-- asked again, gives a fresh next link, and no one is lost. A cursor the
+-- caller gave that matches no user is an error, never a silent end.
 -- @module userlist.usertour
 local client = require "userlist.client"
 local core = require "userlist.core"
@@ -163,7 +166,8 @@ end
 
 -- JSON nulls out and whole numbers to integers (5.3+) throughout; ids as
 -- strings, also in memberships and companies; email from the attributes;
--- first_seen from createdAt (always Date.toISOString()).
+-- first_seen from createdAt (always Date.toISOString()), replaced below by
+-- the attributes' seen times where the server keeps them.
 local ROW = norm.shape{
   list = "results", deep_ints = true, ids = { "id" },
   picks = { { "email", "attributes", "email" } },
@@ -172,7 +176,46 @@ local ROW = norm.shape{
     "memberships.*.company.id", "companies.*.id" },
 }
 
-local function map(u) return norm.one(u, ROW) end
+-- An ISO string's time, or nil (attributes are the customer's own data:
+-- one that is not a time is left to the attributes, not an error). Two a
+-- row: the server's own form (Date.toISOString) takes a fast path whose
+-- day is parsed once (a bounded cache); anything else, time.parse_iso.
+local days, ndays = {}, 0
+local function seen_time(v)
+  if type(v) ~= "string" then return nil end
+  local date, h, mi, sec, ms = v:match("^(%d%d%d%d%-%d%d%-%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d)Z$")
+  if not date or h > "23" or mi > "59" or sec > "60" then return (time.parse_iso(v)) end
+  local day = days[date]
+  if day == nil then
+    day = time.parse_iso(date) or false
+    if ndays >= 4096 then days, ndays = {}, 0 end
+    days[date], ndays = day, ndays + 1
+  end
+  if not day then return nil end
+  local t = day + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+  if ms ~= "000" then t = t + tonumber(ms) / 1000 end
+  return t
+end
+
+-- first_seen / last_seen from attributes.first_seen_at / last_seen_at,
+-- which current servers keep on every user (last_seen_at moves as events
+-- arrive); first_seen stays createdAt without them. In Lua: the C pass
+-- reads times of top-level fields only (picks come after times).
+local function seen(u)
+  local a = u.attributes
+  if type(a) == "table" then
+    local first, last = seen_time(a.first_seen_at), seen_time(a.last_seen_at)
+    if first then u.first_seen = first end
+    u.last_seen = last
+  end
+  return u
+end
+
+local function map(u)
+  norm.one(u, ROW)
+  if type(u) == "table" then seen(u) end
+  return u
+end
 
 local function not_a_user(body)
   if type(body) ~= "table" or body.id == nil then
@@ -263,13 +306,16 @@ local listing = {
     local results = type(body) == "table" and body.results
     if type(results) ~= "table" then decode_error("response has no 'results' array") end
     local url = page_url(c, p, current)
-    if #results == 0 and p.version == 2 and (current or p.query.cursor) then
-      -- v2 answers a cursor whose user is gone with an empty last page
+    if #results == 0 and p.version == 2 and not current and p.query.cursor then
+      -- v2 answers a cursor that matches no user with an empty last page;
+      -- one the caller gave cannot be recovered from (nothing before it).
+      -- An empty page behind a next link is the pager's (recover).
       error(errors.new{ kind = "api", status = 200, code = "E1007", message = "v2 answered an "
-        .. "empty page for a cursor: its user was deleted meanwhile, so the listing may be "
-        .. "incomplete; restart it" }, 0)
+        .. "empty page for the cursor given: no user has that id (deleted, or never a user's "
+        .. "id), or none comes after it" }, 0)
     end
     norm.rows(results, ROW)
+    for i = 1, #results do seen(results[i]) end
     local facts = { previous = link_of(c, url, body.previous, "previous") }
     local nxt = link_of(c, url, body.next, "next")
     if nxt == nil then return results, nil, facts end
@@ -295,6 +341,14 @@ local listing = {
     return link_of(c, page_url(c, p, current), link, "next")
   end,
   key = function(u) return u.id end,
+  -- A next link gone stale (its cursor's user deleted): v1 400 E1007; v2,
+  -- or no user left after the cursor, an empty last page. Only links the
+  -- listing followed (`current`): the first page has nothing before it.
+  recover = function(_, _, current, err)
+    if not current then return false end
+    if err == nil then return true end
+    return err.status == 400 and err.code == "E1007"
+  end,
 }
 
 -- ------------------------------------------------------------ one user
@@ -416,7 +470,8 @@ local function map_error(err)
   local v2 = type(err.url) == "string" and err.url:find("/v2/projects/", 1, true) ~= nil
   if err.code == "E1007" then
     err.message = (err.message or "Invalid cursor parameter")
-      .. " (the cursor's user no longer exists: restart the listing)"
+      .. " (no user has the cursor's id: deleted, or never a user's id; ask again for the page"
+      .. " before, with its own cursor)"
   elseif err.code == "E1000" then
     err.message = (err.message or "Invalid API key") .. (v2
       and " (v2 takes a personal token utp_...; an environment key ak_... works only on v1,"

@@ -97,6 +97,14 @@ end
 --- Usertour segment of user i: seg-(i%5).
 function M.segment(i) return "seg-" .. (i % 5) end
 
+--- Usertour seen times of user i (epoch seconds, whole): the first event
+-- 1..3599 s after the record was made, the last at the user's `last` (at
+-- least an hour after it), so first_seen_at < last_seen_at always.
+function M.seen(i)
+  local h = M.hash(i)
+  return M.created(i) + 1 + h % 3599, M.created(i) + 3600 * (1 + h % M.MAX_SPAN_HOURS)
+end
+
 -- Times ---------------------------------------------------------------------
 
 --- Epoch seconds of a UTC civil time (days-from-civil, no os.time: the

@@ -208,12 +208,17 @@ local function company_json(cid)
     .. ',"createdAt":"' .. data.iso_ms((c.created or 0) / 1000) .. '"}'
 end
 
+-- A generated user's attributes carry first_seen_at / last_seen_at, as
+-- current servers keep them (data.seen); users made by upsert have none
+-- unless they set them.
 local function attributes_json(u)
   local a = u.rec and u.rec.attributes
   if not a or next(a) == nil then
     if u.i then
-      return fmt('{"name":"User %07d","email":"user%07d@example.com","plan":"%s"}', u.i, u.i,
-        data.PLANS[data.hash(u.i) % 3 + 1])
+      local first, last = data.seen(u.i)
+      return fmt('{"name":"User %07d","email":"user%07d@example.com","plan":"%s",'
+        .. '"first_seen_at":"%s","last_seen_at":"%s"}', u.i, u.i,
+        data.PLANS[data.hash(u.i) % 3 + 1], data.iso_ms(first), data.iso_ms(last))
     end
     return "{}"
   end
@@ -221,6 +226,8 @@ local function attributes_json(u)
   if u.i then
     merged.name, merged.email = data.name(u.i), data.email(u.i)
     merged.plan = data.PLANS[data.hash(u.i) % 3 + 1]
+    local first, last = data.seen(u.i)
+    merged.first_seen_at, merged.last_seen_at = data.iso_ms(first), data.iso_ms(last)
   end
   for k, x in pairs(a) do merged[k] = x end
   return util.encode(merged)
