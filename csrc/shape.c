@@ -441,19 +441,50 @@ static void sums(lua_State *L, int u, int list)
     }
 }
 
-/* times: arrays {dest, src}: dest = the time number of src, or nil. */
+/* Pushes the first source of the times entry on top that the row has (a
+ * field name, or a path {"attributes", "first_seen_at"} one table deep),
+ * and returns its index in the entry (0, with nil pushed, when none). */
+static int time_source(lua_State *L, int u)
+{
+    int j, m = (int)ul_rawlen(L, -1), entry = lua_gettop(L);
+    for (j = 2; j <= m; j++) {
+        lua_rawgeti(L, entry, j);
+        if (lua_istable(L, -1)) {
+            int path = lua_gettop(L);
+            lua_rawgeti(L, path, 1);
+            lua_rawget(L, u);
+            if (lua_istable(L, -1)) {
+                lua_rawgeti(L, path, 2);
+                lua_rawget(L, -2);
+                lua_remove(L, -2);
+            } else {
+                lua_pop(L, 1);
+                lua_pushnil(L);
+            }
+            lua_remove(L, path);
+        } else {
+            lua_rawget(L, u);
+        }
+        if (!lua_isnil(L, -1))
+            return j;
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    return 0;
+}
+
+/* times: arrays {dest, src...}: dest = the time number of the first source
+ * present, or nil. */
 static void times(lua_State *L, int u, const shape_t *sh)
 {
     int i, n = sh->times ? (int)ul_rawlen(L, sh->times) : 0;
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, sh->times, i);
-        lua_rawgeti(L, -1, 1);
-        lua_rawgeti(L, -2, 2);
-        lua_rawget(L, u);
-        push_time(L, sh, lua_gettop(L));
-        lua_remove(L, -2);
+        time_source(L, u);
+        lua_rawgeti(L, -2, 1);
+        push_time(L, sh, lua_gettop(L) - 1);
         lua_rawset(L, u);
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     }
 }
 
@@ -578,24 +609,29 @@ static int check_row(lua_State *L, int u, const shape_t *sh, int row)
     }
     n = sh->times ? (int)ul_rawlen(L, sh->times) : 0;
     for (i = 1; i <= n; i++) {
-        int t;
+        int t, j;
         lua_rawgeti(L, sh->times, i);
-        lua_rawgeti(L, -1, 2);
-        lua_pushvalue(L, -1);
-        lua_rawget(L, u);
+        j = time_source(L, u);
         t = lua_type(L, -1);
-        if (t != LUA_TNIL) {
-            lua_rawgeti(L, -3, 1);
+        if (j > 0) {
+            lua_rawgeti(L, -2, 1);
             lua_rawget(L, u);
             if (lua_isnil(L, -1)) {
+                /* the source's name: a field, or a path's "a.b" */
+                lua_rawgeti(L, -3, j);
+                if (lua_istable(L, -1)) {
+                    lua_getfield(L, -1, "name");
+                    lua_remove(L, -2);
+                }
+                lua_replace(L, -2);
                 lua_pushfstring(L, "field '%s' is not an ISO 8601 time (a %s)",
-                                lua_tostring(L, -3), lua_typename(L, t));
-                if (unreadable(L, sh, lua_gettop(L) - 3, row))
+                                lua_tostring(L, -1), lua_typename(L, t));
+                if (unreadable(L, sh, lua_gettop(L) - 1, row))
                     return 1;
             }
             lua_pop(L, 1);
         }
-        lua_pop(L, 3);
+        lua_pop(L, 2);
     }
     return 0;
 }

@@ -156,6 +156,30 @@ describe("core.shape fields", function()
     assert.same({ 1, "has no id" }, { core.shape({ { total = "x" } }, spec, 0, 0, true) })
   end)
 
+  it("reads a time from the first source present, a field of a nested table too, and names it "
+    .. "when it cannot", function()
+    local spec = norm.shape{ list = "rows", ids = { "id" },
+      times = { first = { "a.first_at", "created" }, last = "a.last_at" } }
+    local rows = {
+      { id = "1", a = { first_at = "2025-01-01T00:00:01Z", last_at = "2025-01-01T00:00:02Z" },
+        created = "2025-01-01T00:00:00Z" },
+      { id = "2", a = {}, created = "2025-01-01T00:00:00Z" },
+      { id = "3", a = "not a table", created = "2025-01-01T00:00:00Z" },
+    }
+    assert.same({}, { core.shape(rows, spec) })
+    assert.same({ 1735689601, 1735689602 }, { rows[1].first, rows[1].last })
+    assert.same({ 1735689600 }, { rows[2].first, rows[2].last })
+    assert.same({ 1735689600 }, { rows[3].first, rows[3].last })
+    local bad = { { id = "4", a = { first_at = "soon" }, created = "2025-01-01T00:00:00Z" } }
+    assert.same({ 1, "field 'a.first_at' is not an ISO 8601 time (a string)" },
+      { core.shape(bad, spec) })
+    bad[1].first = nil
+    local unread = { ["a.first_at"] = "[1] field 'a.first_at' is not an ISO 8601 time (a string)" }
+    assert.same({ nil, nil, unread }, { core.shape(bad, spec, 0, 0, true) })
+    assert.is_nil(bad[1].first) -- the present source decides: no fallback past a bad one
+    assert.equal("soon", bad[1].a.first_at)
+  end)
+
   it("walks a row nested as deep as the decoder allows without overflowing", function()
     local spec = norm.shape{ list = "rows", ids = { "id" } }
     local text = '{"id": 1, "x": ' .. ("["):rep(190) .. "null" .. ("]"):rep(190) .. "}"

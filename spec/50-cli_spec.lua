@@ -166,6 +166,29 @@ describe("userlist command", function()
       assert.matches("^userlist: usertour network", err)
     end)
 
+    it("a field it cannot read: the rows, one warning line on stderr, exit 0; --strict: exit 1",
+      function()
+        local page = { body = '{"items":[{"id":"u1","dateOfFirstRecord":"string","records":2},'
+          .. '{"id":"u2","dateOfFirstRecord":"string","records":3}]}' }
+        local path = "/v1/inference-pipelines/" .. PIPELINE .. "/users"
+        local args = "openlayer --base-url " .. E .. "/v1 --pipeline-id " .. PIPELINE
+          .. " --format csv --fields id,requests,first_seen --concurrency 1"
+        emu.faults(path, { page })
+        local status, out, err = run(args)
+        assert.equal(0, status, err)
+        assert.same({ "id,requests,first_seen", "u1,2,", "u2,3," }, lines(out))
+        assert.same({ "userlist: openlayer warning: items[1] field 'dateOfFirstRecord' is not an ISO 8601 "
+          .. "time (a string): the common field is left out and the row keeps the value as sent "
+          .. "(this listing warns once per field; strict = true makes it an error)" }, lines(err))
+        emu.reset()
+        emu.faults(path, { page })
+        status, out, err = run(args .. " --strict")
+        assert.equal(1, status)
+        assert.equal("", out) -- the first page failed: no rows, no header
+        assert.same({ "userlist: openlayer decode: items[1] field 'dateOfFirstRecord' is not an ISO 8601 "
+          .. "time (a string) (POST " .. E .. path .. ")" }, lines(err))
+      end)
+
     it("a listing that fails midway prints the rows it got, then the error", function()
       emu.faults("/v1/users", { {}, { status = 500 } })
       local status, out, err = run("usertour --base-url " .. E .. " --limit 2 --max-retries 0 --format csv"
@@ -271,6 +294,23 @@ describe("userlist command", function()
       assert.same({ startTimeUnixSeconds = 1735689600, endTimeUnixSeconds = 1767225600 }, b.timeFilter)
     end)
 
+    it("helicone: --sort none sends no sort field (servers before 2025-03-29 refuse one)", function()
+      local status, _, err = run("helicone --base-url " .. E .. " --sort none --limit 3 --max-pages 1")
+      assert.equal(0, status, err)
+      assert.same({ filter = "all", offset = 0, limit = 3 }, core.json_decode(last_request().body))
+    end)
+
+    it("helicone: a server that refuses the default sort is listed without it, said on stderr",
+      function()
+        local status, out, err = run("helicone --base-url " .. E .. " --limit 3 --max-pages 1"
+          .. " --format csv --fields id --concurrency 1 --header 'X-Emu-Helicone-Version: 2025-01-01'")
+        assert.equal(0, status, err)
+        assert.equal(4, #lines(out)) -- the header and a page of 3
+        assert.equal(1, #lines(err))
+        assert.matches("^userlist: helicone fallback: the server refused the default sort %(.*%): "
+          .. "listing without it$", lines(err)[1])
+      end)
+
     it("helicone: a relative --since is that long before now", function()
       local before = os.time()
       assert.equal(0, (run("helicone --base-url " .. E .. " --since 7d --max-pages 1")))
@@ -321,6 +361,21 @@ describe("userlist command", function()
           seen[l] = true
         end
       end
+    end)
+
+    it("usertour: default columns id, email, first_seen, last_seen (the seen attributes)", function()
+      local status, out, err = run("usertour --base-url " .. E .. " --limit 2 --max-pages 1")
+      assert.equal(0, status, err)
+      local l = lines(out)
+      assert.matches("^id%s+email%s+first_seen%s+last_seen$", l[1])
+      -- user 1 of the emulator: first_seen_at 00:22:01 (not createdAt 00:01), last_seen_at a day later
+      assert.matches("^user%-0000001%s+user0000001@example%.com%s+2025%-01%-01T00:22:01Z%s+"
+        .. "2025%-01%-02T18:01:00Z$", l[2])
+      assert.equal(3, #l)
+      status, out, err = run("usertour --base-url " .. E .. " --limit 1 --max-pages 1 --format csv")
+      assert.equal(0, status, err)
+      assert.same({ "id,email,first_seen,last_seen",
+        "user-0000001,user0000001@example.com,2025-01-01T00:22:01Z,2025-01-02T18:01:00Z" }, lines(out))
     end)
 
     it("usertour: --expand, --order-by, --email, --header", function()

@@ -77,8 +77,10 @@ function M.time_arg(s)
   return s
 end
 
--- Helicone `--sort FIELD[:asc|desc]` -> {FIELD = dir}
+-- Helicone `--sort FIELD[:asc|desc]` -> {FIELD = dir}; `none` -> false (no
+-- `sort` sent: servers before 2025-03-29 refuse it)
 local function sort_arg(s)
+  if s == "none" then return false end
   local field, dir = s:match("^([%w_]+):(%a+)$")
   if not field then field, dir = s:match("^([%w_]+)$"), "asc" end
   if not field or (dir ~= "asc" and dir ~= "desc") then
@@ -149,7 +151,8 @@ local PROVIDERS = {
         argname = "<time>" },
       { "--until", "users active until" .. TIME_HELP, to = "until", convert = M.time_arg,
         argname = "<time>" },
-      { "--sort", "FIELD or FIELD:desc, e.g. cost:desc (default user_id:asc)", to = "sort",
+      { "--sort", "FIELD or FIELD:desc, e.g. cost:desc (default user_id:asc); none: send no sort",
+        to = "sort",
         convert = sort_arg, argname = "<field[:dir]>" },
       { "--limit", "users a page, 1..1000 (default 1000)", to = "limit", convert = int_arg,
         argname = "<n>" },
@@ -214,7 +217,7 @@ local PROVIDERS = {
     order = 4,
     summary = "Usertour users: GET /v1/users (v2 with --project-id and --environment-id)",
     env = "USERTOUR_API_KEY",
-    fields = { "id", "email", "first_seen" },
+    fields = { "id", "email", "first_seen", "last_seen" },
     metrics = false,
     options = {
       { "--email", "the user with exactly this email", to = "email", argname = "<email>" },
@@ -269,6 +272,8 @@ local COMMON = {
   { "--concurrency", "pages fetched at once (default 4; 1: one after another)", client = "concurrency",
     convert = positive_int, argname = "<n>" },
   { "--cafile", "CA bundle to verify TLS against", client = "cafile", argname = "<file>" },
+  { "--strict", "stop on a field that cannot be read (default: warn on stderr, go on)",
+    client = "strict", flag_value = true },
   { "--progress", "auto (default: when stderr is a terminal), always or never",
     choices = { "auto", "always", "never" } },
   { "--ascii", "draw the --top chart with # instead of block characters", flag_value = true },
@@ -678,6 +683,15 @@ local function new_progress(sys, provider, enabled)
       p.waits = p.waits + 1
       p.waited = p.waited + (ev.wait or 0)
       note = ("waiting %.1fs (%s)"):format(ev.wait or 0, tostring(ev.reason))
+      draw(true)
+    elseif t == "warning" or t == "recover" or t == "fallback" then
+      -- what the listing could not read, or worked around: said whatever the
+      -- progress mode, one line each
+      local what = t == "warning" and ev.message
+        or t == "recover" and ("a stale cursor (its user was deleted): asked again for " .. tostring(ev.url))
+        or ("the server refused the default sort (" .. tostring(ev.message) .. "): listing without it")
+      p.clear()
+      sys.err:write(("userlist: %s %s: %s\n"):format(tostring(ev.provider), t, what))
       draw(true)
     end
   end

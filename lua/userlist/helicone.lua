@@ -183,10 +183,10 @@ local function in_asked_order(rows, batch)
   return rows
 end
 
-local function query_rows(body)
+local function query_rows(body, c, warned)
   local data = data_of(body)
   if type(data) ~= "table" then decode_error("response 'data' is not an array") end
-  return norm.rows(data, QUERY_ROW)
+  return norm.rows(data, QUERY_ROW, 0, 0, c, warned)
 end
 
 -- The listing ----------------------------------------------------------------
@@ -211,10 +211,10 @@ local listing = {
       timeFilter = p.time_filter, timeZoneDifferenceMinutes = p.tz,
     }, default_sort = p.sort_is_default and p.sort and p or nil, pos = pos }
   end,
-  parse = function(_, body, p, pos)
+  parse = function(c, body, p, pos)
     if p.mode == "ids" then
       local batch = batch_of(p, pos)
-      local rows = in_asked_order(query_rows(body), batch)
+      local rows = in_asked_order(query_rows(body, c, p.warned), batch)
       local nxt = pos + #batch
       return rows, (nxt < #p.ids) and nxt or nil,
         { offset = pos, ids = #batch, truncated = false }
@@ -224,7 +224,7 @@ local listing = {
     if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
     p.read = true -- from here on a refused sort is not the fallback's to fix
     local shift = p.tz and math.abs(p.tz) * 60 or 0
-    norm.rows(users, METRICS_ROW, 0, shift)
+    norm.rows(users, METRICS_ROW, 0, shift, c, p.warned)
     -- a short page is the last; `count` is cached and ignores the filter
     local last = #users < p.limit
     return users, (not last) and (pos + #users) or nil,
@@ -306,7 +306,7 @@ function methods:query(q)
     local res, err = self:_call{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end
-    local ok, rows = pcall(query_rows, res.body)
+    local ok, rows = pcall(query_rows, res.body, self, {})
     if not ok then
       if errors.is(rows) then
         rows.provider, rows.method = "helicone", "POST"

@@ -43,7 +43,9 @@ end
 --   ints, nums = {f...}   int(u[f]) / num(u[f]); what does not convert stays
 --   copy = {{dest, src...}...}  dest = the first non-nil source
 --   sums = {{dest, a, b}...}    dest = a + b when both are numbers
---   times = {dest = src...}     dest = the time of the ISO 8601 string src
+--   times = {dest = src...}     dest = the time of the ISO 8601 string src;
+--                               src may be a list (the first present counts)
+--                               and "a.b" (field b of table a)
 --   picks = {{dest, f, sub}...} dest = u[f][sub] when it is a string
 --   nested = {"a.*.b"...}       an id at that path ("*": every element)
 -- Then each row is checked: `id` a string, `numbers` numbers (by default
@@ -59,8 +61,16 @@ function M.shape(def)
     spec.numbers = n
   end
   if def.times then
+    -- {dest, src...}: the first source present; "a.b" is field b of table a
     local t = {}
-    for dest, src in pairs(def.times) do t[#t + 1] = { dest, src } end
+    for dest, srcs in pairs(def.times) do
+      local e = { dest }
+      for _, src in ipairs(type(srcs) == "table" and srcs or { srcs }) do
+        local a, b = src:match("^([^.]+)%.(.+)$")
+        e[#e + 1] = a and { a, b, name = src } or src
+      end
+      t[#t + 1] = e
+    end
     table.sort(t, function(a, b) return a[1] < b[1] end)
     spec.times = t
   end

@@ -16,6 +16,19 @@
 --   peek(client, text, p, state) -> state  optional, cursor listings: a
 --                                 guess at the next position from a page's
 --                                 raw body, before it is decoded
+--   recover(client, p, state, err) -> bool  optional, cursor listings:
+--                                 whether the page at `state` failed with
+--                                 `err` (nil: it came back empty, the last)
+--                                 because its cursor went stale, its row
+--                                 deleted meanwhile. Then the pager asks
+--                                 again for the page before (its own
+--                                 position, kept with that page's
+--                                 identities: nothing more), skips the rows
+--                                 already given, and goes on from that
+--                                 page's new next position; a `recover`
+--                                 event says so. If that position is stale
+--                                 too, an error names the rows that may be
+--                                 missing. Never for the first position.
 -- }
 --
 -- Pages are fetched ahead, up to the client's `concurrency` (default 4) at
@@ -50,6 +63,7 @@ local function open_walk(client, listing, q)
     if errors.is(p) then p.provider = client.provider end
     error(p, 0)
   end
+  p.warned = {} -- fields this listing has warned of (normalize.rows)
   local w = {
     client = client, listing = listing, p = p,
     state = listing.first(p), number = 0, done = false,
@@ -245,6 +259,94 @@ function peeker(w)
   end
 end
 
+-- Reads a page's body (listing.parse); a parse error is raised with the
+-- request it came from, after closing the walk.
+local function parse_page(w, req, res, state)
+  local client = w.client
+  local ok, items, next_state, facts = pcall(w.listing.parse, client, res.body, w.p, state)
+  if not ok then
+    close_walk(w)
+    if errors.is(items) then
+      items.method, items.url = req.method, req.url or (client.base_url .. req.path)
+      items.provider = items.provider or client.provider
+      client:_scrub(items)
+    end
+    error(items, 0)
+  end
+  return items, next_state, facts
+end
+
+-- Stale cursors (listing.recover) --------------------------------------------
+-- A cursor listing's position is a row of the page before (Usertour: its
+-- last user); deleting that row mid-listing makes it stale. The walk keeps
+-- what recovery needs, and only that: the position of the last page read
+-- (`prev_state`), the identities of its rows (`prev_ids`) and the last row
+-- given (`last_given`).
+
+local function default_identity(u) return u.id end
+
+-- The identities of a page's rows, as a set.
+local function identities(w, items)
+  local identity, set = w.listing.identity or default_identity, {}
+  for i = 1, #items do set[identity(items[i])] = true end
+  return set
+end
+
+-- Whether the page at the walk's position went stale (err: its error; nil:
+-- it came back empty and last). Never the first page: nothing before it.
+local function stale(w, err)
+  return w.listing.recover ~= nil and w.prev_state ~= nil and not w.single
+    and w.listing.recover(w.client, w.p, w.state, err) == true
+end
+
+-- The page at the walk's position went stale: asks again for the page before
+-- through the one request path, and gives what it holds that was not given
+-- yet, with its next position. Raises (after closing the walk) when that
+-- page's position is stale too: the rows after the last one given may be
+-- missing, and no position is left to find them from.
+-- @return items, next_state, facts, res, req
+local function recover(w, stale_req, cause)
+  local client, listing, state = w.client, w.listing, w.prev_state
+  local req = listing.request(client, w.p, state)
+  local url = req.url or (client.base_url .. req.path)
+  local stale_url = stale_req.url or (client.base_url .. stale_req.path)
+  client:_emit{ type = "recover", method = req.method, url = url, stale = stale_url,
+                status = cause and cause.status, code = cause and cause.code }
+  local session = take_session(w)
+  local res, err = client:_call(req, session, w.deadline_at)
+  w.idle[#w.idle + 1] = session
+  local items, next_state, facts
+  if res then items, next_state, facts = parse_page(w, req, res, state) end
+  local gone
+  if res then
+    gone = #items == 0 and next_state == nil and listing.recover(client, w.p, state, nil) == true
+  else
+    gone = listing.recover(client, w.p, state, err) == true
+  end
+  if gone then
+    close_walk(w)
+    local why = err or cause
+    error(client:_scrub(errors.new{ kind = why and why.kind or "api", provider = client.provider,
+      status = why and why.status, code = why and why.code, method = req.method, url = url,
+      message = ("users after %s may be missing: the cursor's user and the one before were both "
+        .. "deleted meanwhile (%s is stale, and so is the page before it, asked again: %s)")
+        :format(w.last_given ~= nil and tostring(w.last_given) or ("page " .. w.number),
+          stale_url, url) }), 0)
+  end
+  if not res then
+    close_walk(w)
+    error(err, 0)
+  end
+  local given, kept = w.prev_ids, {}
+  local identity = listing.identity or default_identity
+  for i = 1, #items do
+    if not given[identity(items[i])] then kept[#kept + 1] = items[i] end
+  end
+  -- the page before, as the server now has it, is what a later recovery skips
+  w.prev_ids = identities(w, items)
+  return kept, next_state, facts, res, req
+end
+
 -- Fetches the next page of a walk: page table, or nil at the end; raises
 -- the error value on failure (after closing the walk).
 local function next_page(w)
@@ -260,19 +362,22 @@ local function next_page(w)
   local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
   w.idle[#w.idle + 1] = head.session
   if res then w.page_bytes = res.bytes end
+  local items, next_state, facts, recovered
   if not res then
-    close_walk(w)
-    error(err, 0)
-  end
-  local ok, items, next_state, facts = pcall(listing.parse, client, res.body, w.p, w.state)
-  if not ok then
-    close_walk(w)
-    if errors.is(items) then
-      items.method, items.url = req.method, req.url or (client.base_url .. req.path)
-      items.provider = items.provider or client.provider
-      client:_scrub(items)
+    if not stale(w, err) then
+      close_walk(w)
+      error(err, 0)
     end
-    error(items, 0)
+    items, next_state, facts, res, req = recover(w, req, err)
+    recovered = true
+  else
+    items, next_state, facts = parse_page(w, req, res, w.state)
+    if #items == 0 and next_state == nil and stale(w, nil) then
+      -- an empty last page reached through a stale cursor (v2 Usertour)
+      -- looks like the end: the page before, asked again, tells
+      items, next_state, facts, res, req = recover(w, req, nil)
+      recovered = true
+    end
   end
   w.number = w.number + 1
   local loop = check_loop(w, items, next_state)
@@ -283,6 +388,12 @@ local function next_page(w)
   end
   local page = facts or {}
   page.users, page.number, page.status = items, w.number, res.status
+  if listing.recover then
+    -- a recovered page stands at the position asked again, whose
+    -- identities recover() kept
+    if not recovered then w.prev_state, w.prev_ids = w.state, identities(w, items) end
+    if #items > 0 then w.last_given = (listing.identity or default_identity)(items[#items]) end
+  end
   if next_state == nil then
     close_walk(w) -- what was fetched past the end is dropped
   else

@@ -166,56 +166,20 @@ end
 
 -- JSON nulls out and whole numbers to integers (5.3+) throughout; ids as
 -- strings, also in memberships and companies; email from the attributes;
--- first_seen from createdAt (always Date.toISOString()), replaced below by
--- the attributes' seen times where the server keeps them.
+-- first_seen and last_seen from the attributes' first_seen_at and
+-- last_seen_at, which current servers keep on every user (last_seen_at
+-- moves as events arrive); first_seen from createdAt (always
+-- Date.toISOString()) without them.
 local ROW = norm.shape{
   list = "results", deep_ints = true, ids = { "id" },
   picks = { { "email", "attributes", "email" } },
-  times = { first_seen = "createdAt" },
+  times = { first_seen = { "attributes.first_seen_at", "createdAt" },
+    last_seen = "attributes.last_seen_at" },
   nested = { "memberships.*.id", "memberships.*.companyId", "memberships.*.userId",
     "memberships.*.company.id", "companies.*.id" },
 }
 
--- An ISO string's time, or nil (attributes are the customer's own data:
--- one that is not a time is left to the attributes, not an error). Two a
--- row: the server's own form (Date.toISOString) takes a fast path whose
--- day is parsed once (a bounded cache); anything else, time.parse_iso.
-local days, ndays = {}, 0
-local function seen_time(v)
-  if type(v) ~= "string" then return nil end
-  local date, h, mi, sec, ms = v:match("^(%d%d%d%d%-%d%d%-%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d)Z$")
-  if not date or h > "23" or mi > "59" or sec > "60" then return (time.parse_iso(v)) end
-  local day = days[date]
-  if day == nil then
-    day = time.parse_iso(date) or false
-    if ndays >= 4096 then days, ndays = {}, 0 end
-    days[date], ndays = day, ndays + 1
-  end
-  if not day then return nil end
-  local t = day + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
-  if ms ~= "000" then t = t + tonumber(ms) / 1000 end
-  return t
-end
-
--- first_seen / last_seen from attributes.first_seen_at / last_seen_at,
--- which current servers keep on every user (last_seen_at moves as events
--- arrive); first_seen stays createdAt without them. In Lua: the C pass
--- reads times of top-level fields only (picks come after times).
-local function seen(u)
-  local a = u.attributes
-  if type(a) == "table" then
-    local first, last = seen_time(a.first_seen_at), seen_time(a.last_seen_at)
-    if first then u.first_seen = first end
-    u.last_seen = last
-  end
-  return u
-end
-
-local function map(u)
-  norm.one(u, ROW)
-  if type(u) == "table" then seen(u) end
-  return u
-end
+local function map(u) return norm.one(u, ROW) end
 
 local function not_a_user(body)
   if type(body) ~= "table" or body.id == nil then
@@ -314,8 +278,7 @@ local listing = {
         .. "empty page for the cursor given: no user has that id (deleted, or never a user's "
         .. "id), or none comes after it" }, 0)
     end
-    norm.rows(results, ROW)
-    for i = 1, #results do seen(results[i]) end
+    norm.rows(results, ROW, 0, 0, c, p.warned)
     local facts = { previous = link_of(c, url, body.previous, "previous") }
     local nxt = link_of(c, url, body.next, "next")
     if nxt == nil then return results, nil, facts end
