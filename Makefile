@@ -183,7 +183,8 @@ clean:
 
 # libFuzzer (clang from Debian) on the core's response handling: header
 # parsing with the Retry-After / rate-limit parsers (fuzz_headers), and body
-# redaction, excerpts and decoding (fuzz_body). Seeds in fuzz/corpus/; what
+# redaction, excerpts and decoding (fuzz_body), and the JSON decoder against
+# lua-cjson and an RFC 8259 checker (fuzz_json). Seeds in fuzz/corpus/; what
 # the fuzzer learns stays in build/fuzz/. FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -199,13 +200,17 @@ build/fuzz/fuzz_body: fuzz/fuzz_body.c $(SRCS) $(HDRS)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -I$(call lua_inc,5.4) -o $@ fuzz/fuzz_body.c $(SRCS) -llua5.4 $(LIBS) -lm
 
-fuzz: deps-fuzz build/fuzz/fuzz_headers build/fuzz/fuzz_body
-	@for t in headers body; do \
+build/fuzz/fuzz_json: fuzz/fuzz_json.c $(SRCS) $(HDRS)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -I$(call lua_inc,5.4) -o $@ fuzz/fuzz_json.c $(SRCS) -llua5.4 $(LIBS) -lm
+
+fuzz: deps-fuzz build/fuzz/fuzz_headers build/fuzz/fuzz_body build/fuzz/fuzz_json
+	@for t in headers body json; do \
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
 	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -artifact_prefix=build/fuzz/ -print_final_stats=1 \
 	    build/fuzz/corpus-$$t fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1; rc=$$?; \
-	  grep -E '^(Done|stat::number_of_executed_units)' build/fuzz/$$t.log; \
+	  grep -E '^(Done|stat::number_of_executed_units|fuzz_json: [0-9]+ inputs)' build/fuzz/$$t.log; \
 	  if [ $$rc -ne 0 ]; then tail -40 build/fuzz/$$t.log; echo "fuzz_$$t failed (log: build/fuzz/$$t.log)"; exit 1; fi; \
 	done

@@ -3,10 +3,17 @@
 --   bench.lua loopback N      listings of N users per provider, no delay
 --   bench.lua delay PAGES MS  listings of about PAGES pages, each answered after MS ms
 --   bench.lua rss NAME N      one listing; prints its peak RSS (VmHWM, KiB)
+--   bench.lua memory NAME PAGES ROUNDS DIR  decoding PAGES full pages in
+--                             memory: cjson, cjson + shape, userlist's one
+--                             pass, each in fresh processes, ROUNDS rounds
+--                             interleaved; prints the medians' row
+--   bench.lua decode NAME PAGES DIR WHAT  one such process: prints rows and
+--                             CPU seconds
 -- Prints markdown table rows on stdout. USERLIST_EMU_HTTP: the emulator.
 local userlist = require "userlist"
 local core = require "userlist.core"
 local cjson = require "cjson"
+local norm = require "userlist.normalize"
 local R = require "requests"
 
 local BASE = assert(os.getenv("USERLIST_EMU_HTTP"), "run it with make bench")
@@ -107,6 +114,72 @@ local function run_luasocket(name, n)
     end
   end
   return rows, core.now() - t0
+end
+
+-- Users of a listing of exactly `pages` full pages.
+local function users_for(name, pages)
+  local rows = pages * R[name].per
+  if name == "arthur" then return math.ceil(rows / 1.2) end -- R.rows: n + floor(n / 5)
+  return rows
+end
+
+-- The bodies of `pages` full pages, fetched once into `dir` (the timing
+-- processes read them back: the same bytes for every round).
+local function save_pages(name, pages, dir)
+  local n = users_for(name, pages)
+  assert(R.rows(name, n) == pages * R[name].per)
+  local s = core.session()
+  for k = 0, pages - 1 do
+    local method, url, body = R[name].req(BASE, k, n)
+    local res = assert(s:request{ method = method, url = url, body = body, decode = false,
+      api_key = R.KEYS[name], headers = { ["X-Emu-Users"] = tostring(n),
+      ["Content-Type"] = body and "application/json" or nil } })
+    local f = assert(io.open(("%s/%s-%d.json"):format(dir, name, k), "wb"))
+    f:write(res.body)
+    f:close()
+  end
+  s:close()
+end
+
+-- One timing process: the saved pages decoded by `what`.
+--   cjson    cjson.decode alone: the floor the issue measures against
+--   shape    cjson.decode, then the provider's parse (what 0.1.0 did)
+--   onepass  core.decode_body given the listing's rows declaration, then
+--            the same parse (which adopts the rows shaped while decoding):
+--            what the client does with every page
+-- @return rows, CPU seconds
+local function decode_saved(name, pages, dir, what)
+  local c = client(name, users_for(name, pages), 1)
+  local listing = c._def.listing
+  local p = listing.prepare(c, QUERIES[name])
+  p.warned = {}
+  local spec, naive, shift = listing.rows(p)
+  local shaped = { spec, naive or 0, shift or 0, true }
+  local texts = {}
+  for k = 0, pages - 1 do
+    local f = assert(io.open(("%s/%s-%d.json"):format(dir, name, k), "rb"))
+    texts[k + 1] = f:read("*a")
+    f:close()
+  end
+  local rows = 0
+  collectgarbage("collect")
+  local t0 = os.clock()
+  for k = 1, pages do
+    local doc
+    if what == "cjson" then
+      doc = cjson.decode(texts[k])
+    elseif what == "shape" then
+      doc = cjson.decode(texts[k])
+      listing.parse(c, doc, p, listing.first(p))
+    else
+      local outcome
+      doc, outcome = core.decode_body(texts[k], "GET", BASE, nil, shaped)
+      norm.adopt(assert(outcome, "decode"), true)
+      listing.parse(c, doc, p, listing.first(p))
+    end
+    rows = rows + #rows_of(name, doc)
+  end
+  return rows, os.clock() - t0
 end
 
 local function sh(cmd)
@@ -236,7 +309,43 @@ elseif mode == "rss" then
   local status = f:read("*a")
   f:close()
   print(status:match("VmHWM:%s*(%d+)"))
+elseif mode == "decode" then
+  local rows, secs = decode_saved(arg[2], tonumber(arg[3]), arg[4], arg[5])
+  print(rows, ("%.6f"):format(secs))
+elseif mode == "memory" then
+  local name, pages, rounds, dir = arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
+  save_pages(name, pages, dir)
+  local bytes = 0
+  for k = 0, pages - 1 do
+    local f = assert(io.open(("%s/%s-%d.json"):format(dir, name, k), "rb"))
+    bytes = bytes + f:seek("end")
+    f:close()
+  end
+  local WHATS = { "cjson", "shape", "onepass" }
+  local times, rows = { cjson = {}, shape = {}, onepass = {} }, nil
+  for _ = 1, rounds do -- interleaved, so drift in the machine hits all three
+    for _, what in ipairs(WHATS) do
+      local out = sh(("%s bench/bench.lua decode %s %d %s %s"):format(LUA_BIN, name, pages, dir, what))
+      local r, t = out:match("^(%d+)%s+([%d.]+)")
+      assert(r, what .. ": " .. out)
+      assert(rows == nil or rows == tonumber(r), what .. " saw another row count")
+      rows = tonumber(r)
+      local ts = times[what]
+      ts[#ts + 1] = tonumber(t)
+    end
+  end
+  local function median(t)
+    table.sort(t)
+    local m = math.floor(#t / 2)
+    return #t % 2 == 1 and t[m + 1] or (t[m] + t[m + 1]) / 2
+  end
+  local base = median(times.cjson)
+  local shape, one = median(times.shape), median(times.onepass)
+  print(("| %s | %s | %d x %d | %.1f | %.3f | %.2fx | **%.2fx** |"):format(LUA, name, pages,
+    R[name].per, bytes / 1e6, base, shape / base, one / base))
+  for k = 0, pages - 1 do os.remove(("%s/%s-%d.json"):format(dir, name, k)) end
 else
-  io.stderr:write("usage: bench.lua loopback N | delay PAGES MS | rss NAME N\n")
+  io.stderr:write("usage: bench.lua loopback N | delay PAGES MS | rss NAME N |"
+    .. " memory NAME PAGES ROUNDS DIR | decode NAME PAGES DIR WHAT\n")
   os.exit(2)
 end

@@ -1,7 +1,8 @@
 /* Response bodies on their error paths: redaction of the key, printable
- * excerpts, and decoding with the private cjson instance. Kept apart from
+ * excerpts, and decoding (json.c). Kept apart from
  * libcurl so that a fuzzer can drive it directly. */
 #include "body.h"
+#include "json.h"
 #include "core.h"
 #include "compat.h"
 
@@ -56,10 +57,59 @@ const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const 
     return lua_tolstring(L, -1, len);
 }
 
-/* Decodes s->body with the private cjson instance; leaves the value, or nil
- * plus a decode error, and returns 1 or 2. */
-int ul_decode_body(lua_State *L, const char *data, size_t dlen, const char *method,
-                   const char *url, const char *key)
+/* Decodes data (JSON null: core.null); leaves the value and returns 1, or
+ * sets *off and *msg and leaves nothing. */
+int ul_json_value(lua_State *L, const char *data, size_t dlen, const ul_json_rows *rows,
+                  size_t *off, const char **msg)
+{
+    int ok;
+    lua_getfield(L, UL_STATE, "null");
+    ok = ul_json_decode(L, data, dlen, -1, rows, off, msg);
+    if (ok)
+        lua_remove(L, -2);
+    else
+        lua_pop(L, 1);
+    return ok;
+}
+
+/* Pushes nil and the decode error for the fault msg at byte off of data:
+ * the offset and an excerpt around it, the key redacted from both. */
+int ul_push_decode_error(lua_State *L, const char *data, size_t dlen, size_t off,
+                         const char *msg, const char *method, const char *url, const char *key)
+{
+    size_t rlen, roff = off;
+    const char *red = ul_push_redacted(L, data, dlen, key, &rlen);
+    if (off > dlen)
+        off = roff = dlen;
+    if (rlen != dlen && key != NULL) {
+        /* shift the offset by what the replacements before it changed */
+        size_t klen = strlen(key);
+        const char *p = data, *end = data + off, *hit;
+        while ((hit = find_bytes(p, (size_t)(data + dlen - p), key, klen)) != NULL &&
+               hit + klen <= end) {
+            roff = roff - klen + 10;
+            p = hit + klen;
+        }
+    }
+    if (roff > rlen)
+        roff = rlen;
+    ul_push_excerpt(L, red, rlen, roff);
+    lua_remove(L, -2);
+    lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off, msg,
+                    lua_tostring(L, -1));
+    lua_pushnil(L);
+    ul_push_error(L, "decode", 0, lua_tostring(L, -2), method, url, key);
+    ul_pushint(L, (lua_Integer)off);
+    lua_setfield(L, -2, "offset");
+    lua_pushvalue(L, -4);
+    lua_setfield(L, -2, "excerpt");
+    lua_remove(L, -4); /* the excerpt */
+    lua_remove(L, -3); /* the message: nil, err are left */
+    return 2;
+}
+
+int ul_decode_body(lua_State *L, const char *data, size_t dlen, const ul_json_rows *rows,
+                   const char *method, const char *url, const char *key)
 {
     const char *msg;
     size_t off = 0;
@@ -69,46 +119,7 @@ int ul_decode_body(lua_State *L, const char *data, size_t dlen, const char *meth
                       method, url, key);
         return 2;
     }
-    lua_getfield(L, UL_STATE, UL_ST_DECODE);
-    lua_pushlstring(L, data, dlen);
-    if (lua_pcall(L, 1, 1, 0) == 0)
+    if (ul_json_value(L, data, dlen, rows, &off, &msg))
         return 1;
-    msg = lua_tostring(L, -1);
-    if (msg != NULL) {
-        const char *at = strstr(msg, "at character ");
-        if (at != NULL)
-            off = (size_t)strtoul(at + 13, NULL, 10);
-        if (off > 0)
-            off--; /* cjson counts from 1 */
-    }
-    if (off > dlen)
-        off = dlen;
-    {
-        size_t rlen, roff = off;
-        const char *red = ul_push_redacted(L, data, dlen, key, &rlen);
-        if (rlen != dlen && key != NULL) {
-            /* shift the offset by what the replacements before it changed */
-            size_t klen = strlen(key);
-            const char *p = data, *end = data + off, *hit;
-            while ((hit = find_bytes(p, (size_t)(data + dlen - p), key, klen)) != NULL &&
-                   hit + klen <= end) {
-                roff = roff - klen + 10;
-                p = hit + klen;
-            }
-        }
-        if (roff > rlen)
-            roff = rlen;
-        ul_push_excerpt(L, red, rlen, roff);
-        lua_remove(L, -2);
-    }
-    lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off,
-                    msg ? msg : "?", lua_tostring(L, -1));
-    lua_pushnil(L);
-    ul_push_error(L, "decode", 0, lua_tostring(L, -2), method, url, key);
-    ul_pushint(L, (lua_Integer)off);
-    lua_setfield(L, -2, "offset");
-    lua_pushvalue(L, -4);
-    lua_setfield(L, -2, "excerpt");
-    return 2;
+    return ul_push_decode_error(L, data, dlen, off, msg, method, url, key);
 }
-

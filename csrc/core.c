@@ -82,26 +82,37 @@ static int core_version_info(lua_State *L)
     return 1;
 }
 
+/* core.json_decode(text): the value; raises a decode error (offset,
+ * excerpt) on text that is not JSON. */
 static int core_json_decode(lua_State *L)
 {
-    luaL_checkstring(L, 1);
-    lua_settop(L, 1);
-    lua_getfield(L, UL_STATE, UL_ST_DECODE);
-    lua_insert(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
+    size_t len, off;
+    const char *msg, *text = luaL_checklstring(L, 1, &len);
+    if (ul_json_value(L, text, len, NULL, &off, &msg))
+        return 1;
+    ul_push_decode_error(L, text, len, off, msg, NULL, NULL, NULL);
+    return lua_error(L);
 }
 
-/* core.decode_body(text, method, url [, key]): a response body decoded as
- * the request path decodes it: the value, or nil and a decode error with
- * the offset and an excerpt (key redacted). For bodies fetched raw. */
+/* core.decode_body(text, method, url [, key [, rows]]): a response body
+ * decoded as the request path decodes it: the value, or nil and a decode
+ * error with the offset and an excerpt (key redacted). For bodies fetched
+ * raw. With rows ({spec, naive_offset, shift, lenient}), a page's rows are
+ * shaped as they are decoded, and the outcome follows the value. */
 static int core_decode_body(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     const char *method = luaL_checkstring(L, 2), *url = luaL_checkstring(L, 3);
     const char *key = luaL_optstring(L, 4, NULL);
-    return ul_decode_body(L, text, len, method, url, key);
+    if (!lua_isnoneornil(L, 5)) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        if (len > 0) {
+            ul_decode_rows(L, text, len, 5, method, url, key);
+            return 2;
+        }
+    }
+    return ul_decode_body(L, text, len, NULL, method, url, key);
 }
 
 static int core_json_encode(lua_State *L)
@@ -167,12 +178,8 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         return luaL_error(L, "userlist needs lua-cjson 2.1 or newer (cjson.new missing)");
     lua_call(L, 0, 1);
     inst = lua_gettop(L);
-    cjson_set(L, inst, "decode_max_depth", 200);
     cjson_set(L, inst, "encode_max_depth", 200);
-    cjson_set(L, inst, "decode_invalid_numbers", -1); /* no NaN, Infinity, hex */
     cjson_set(L, inst, "encode_invalid_numbers", -1);
-    lua_getfield(L, inst, "decode");
-    lua_setfield(L, st, UL_ST_DECODE);
     lua_getfield(L, inst, "encode");
     lua_setfield(L, st, UL_ST_ENCODE);
     lua_getfield(L, inst, "null");

@@ -6,16 +6,12 @@
 
 #ifndef USERLIST_VERSION
 #define USERLIST_VERSION "0.1.0"
-/* shape.c: core.shape(rows, spec [, naive_offset [, shift]]) */
-int ul_shape(lua_State *L);
-
 #endif
 
 /* Every function of the module has one upvalue: the state table below. It
  * holds per-lua_State data, so there are no mutable C globals. */
 #define UL_STATE lua_upvalueindex(1)
-#define UL_ST_DECODE "decode" /* private cjson instance's decode */
-#define UL_ST_ENCODE "encode" /* ... and encode */
+#define UL_ST_ENCODE "encode" /* private cjson instance's encode (json.c decodes) */
 #define UL_ST_ERRMT "errmt"   /* metatable of error values */
 
 #define UL_SESSION_MT "userlist.core.session"
@@ -32,7 +28,13 @@ int ul_error_tostring(lua_State *L);
 int ul_session_new(lua_State *L);
 void ul_session_register(lua_State *L); /* expects the state table on top */
 
-/* shape.c: core.shape(rows, spec [, naive_offset [, shift]]) */
+/* shape.c: core.shape(rows, spec [, naive_offset [, shift [, lenient]]]) */
 int ul_shape(lua_State *L);
+/* shape.c: decodes a page, shaping its rows as they are decoded (rows_idx:
+ * {spec, naive_offset, shift, lenient}); pushes value, outcome and returns
+ * 1, or nil, err and returns 0. */
+int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, const char *method,
+                   const char *url, const char *key);
 
 #endif
+

@@ -628,6 +628,10 @@ static int prepare(lua_State *L, ul_session *s)
         decode = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
+    lua_getfield(L, 2, "rows");
+    if (!lua_isnil(L, -1) && !lua_istable(L, -1))
+        return luaL_error(L, "bad field 'rows' (table expected, got %s)", luaL_typename(L, -1));
+    lua_pop(L, 1);
     lua_getfield(L, 2, "timeout");
     timeout = s->timeout;
     if (!lua_isnil(L, -1)) {
@@ -831,6 +835,8 @@ static int prepare(lua_State *L, ul_session *s)
     }
     lua_pushboolean(L, decode);
     lua_setfield(L, -2, "decode");
+    lua_getfield(L, 2, "rows"); /* a page: its rows shaped as they are decoded */
+    lua_setfield(L, -2, "rows");
     s->pending = luaL_ref(L, LUA_REGISTRYINDEX);
     curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)s);
     s->done = 0;
@@ -914,10 +920,10 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
     if (status >= 300) {
         /* an HTTP error: the decoded body (if JSON) rides along so that the
          * provider layer can read its code and message */
-        int err, red;
+        int err;
         size_t rlen;
+        /* stays on the stack (rbody points into it) until the return */
         const char *rbody = ul_push_redacted(L, s->body.data, s->body.len, key, &rlen);
-        red = lua_gettop(L);
         /* the message is a printable excerpt of the body (the provider
          * layer replaces it with the provider's own message) */
         if (rlen > 0)
@@ -934,14 +940,13 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
         rate_facts(L, err, lua_gettop(L));
         lua_pop(L, 1);
         if (rlen > 0) {
-            lua_getfield(L, UL_STATE, UL_ST_DECODE);
-            lua_pushvalue(L, red);
-            if (lua_pcall(L, 1, 1, 0) != 0) {
-                lua_pop(L, 1);
+            size_t off;
+            const char *msg;
+            if (ul_json_value(L, rbody, rlen, NULL, &off, &msg)) {
+                lua_setfield(L, err, "body");
+            } else {
                 lua_pushlstring(L, rbody, rlen > 512 ? 512 : rlen);
                 lua_setfield(L, err, "raw");
-            } else {
-                lua_setfield(L, err, "body");
             }
         }
         return 2;
@@ -951,10 +956,20 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
         lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
         lua_setfield(L, res, "body");
     } else if (status != 204 && strcmp(method, "HEAD") != 0) {
-        int n = ul_decode_body(L, s->body.data, s->body.len, method, final_url, key);
-        if (n == 2)
-            return 2;
-        lua_setfield(L, res, "body");
+        int pending = res - 4; /* the pending table, under method, url, key */
+        lua_getfield(L, pending, "rows");
+        if (lua_istable(L, -1) && s->body.len > 0) {
+            if (!ul_decode_rows(L, s->body.data, s->body.len, -1, method, final_url, key))
+                return 2;
+            lua_setfield(L, res, "shaped");
+            lua_setfield(L, res, "body");
+            lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+            if (ul_decode_body(L, s->body.data, s->body.len, NULL, method, final_url, key) == 2)
+                return 2;
+            lua_setfield(L, res, "body");
+        }
     }
     lua_pushvalue(L, res);
     ul_buffer_reset(&s->body, KEEP_BUFFER);

@@ -5,6 +5,7 @@
  * table operations per field. What a provider wants is a plain spec table
  * built by userlist.normalize (normalize.shape documents its fields). */
 #include "core.h"
+#include "body.h"
 #include "compat.h"
 
 #include <lauxlib.h>
@@ -17,6 +18,7 @@ typedef struct {
     int null, ids, id_lists, ints, nums, copy, sums, times, picks, nested, numbers;
     int deep_ints;
     int lenient; /* unreadable fields warn instead of failing the row */
+    int checked; /* numbers are the ints and nums: a row none failed in passes */
     int bad;     /* slot: nil, or the set of this row's fields that did not convert */
     int warn;    /* slot: nil, or {field = message} of this call's first warnings */
     lua_Number naive_off, shift;
@@ -479,10 +481,13 @@ static void times(lua_State *L, int u, const shape_t *sh)
 {
     int i, n = sh->times ? (int)ul_rawlen(L, sh->times) : 0;
     for (i = 1; i <= n; i++) {
+        int j;
         lua_rawgeti(L, sh->times, i);
-        time_source(L, u);
+        j = time_source(L, u);
         lua_rawgeti(L, -2, 1);
         push_time(L, sh, lua_gettop(L) - 1);
+        if (j > 0 && lua_isnil(L, -1))
+            mark_bad(L, sh, lua_gettop(L) - 1); /* by its dest: the checks look */
         lua_rawset(L, u);
         lua_pop(L, 2);
     }
@@ -592,6 +597,8 @@ static int check_row(lua_State *L, int u, const shape_t *sh, int row)
         return 1;
     }
     lua_pop(L, 1);
+    if (sh->checked && lua_isnil(L, sh->bad))
+        return 0; /* every figure converted and every time present was read */
     n = sh->numbers ? (int)ul_rawlen(L, sh->numbers) : 0;
     for (i = 1; i <= n; i++) {
         int t;
@@ -645,6 +652,72 @@ static int field(lua_State *L, int spec, const char *name)
     return lua_gettop(L);
 }
 
+/* Reads the spec at spec_idx into sh, pushing its slots (the caller keeps
+ * them on the stack while rows are shaped). */
+static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive_off,
+                       lua_Number shift, int lenient)
+{
+    sh->naive_off = naive_off;
+    sh->shift = shift;
+    sh->int_offsets = naive_off == floor(naive_off) && shift == floor(shift) &&
+                      fabs(naive_off) < 1e15 && fabs(shift) < 1e15;
+    sh->lenient = lenient;
+    luaL_checkstack(L, 32, "core.shape"); /* the spec's slots and a row's work */
+    lua_pushnil(L);
+    sh->warn = lua_gettop(L);
+    lua_pushnil(L);
+    sh->bad = lua_gettop(L);
+    lua_getfield(L, UL_STATE, "null");
+    sh->null = lua_gettop(L);
+    sh->ids = field(L, spec_idx, "ids");
+    sh->id_lists = field(L, spec_idx, "id_lists");
+    sh->ints = field(L, spec_idx, "ints");
+    sh->nums = field(L, spec_idx, "nums");
+    sh->copy = field(L, spec_idx, "copy");
+    sh->sums = field(L, spec_idx, "sums");
+    sh->times = field(L, spec_idx, "times");
+    sh->picks = field(L, spec_idx, "picks");
+    sh->nested = field(L, spec_idx, "nested");
+    sh->numbers = field(L, spec_idx, "numbers");
+    lua_getfield(L, spec_idx, "deep_ints");
+    sh->deep_ints = lua_toboolean(L, -1);
+    lua_getfield(L, spec_idx, "numbers_converted");
+    sh->checked = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+}
+
+/* Shapes the row at absolute index u (the i-th). `had`: UL_JSON_HAD_* as
+ * the decoder saw the row (-1: unknown), so that a row without nulls or
+ * floats is not walked for them. Returns 0, the stack as it was; or 1 with
+ * what is wrong pushed. */
+static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
+{
+    int top = lua_gettop(L);
+    if (lua_type(L, u) != LUA_TTABLE) {
+        lua_pushliteral(L, "is not an object");
+        return 1;
+    }
+    if (!lua_isnil(L, sh->bad)) {
+        lua_pushnil(L);
+        lua_replace(L, sh->bad);
+    }
+    if ((had & UL_JSON_HAD_NULL) || (sh->deep_ints && (had & UL_JSON_HAD_FLOAT)))
+        strip(L, u, sh, sh->id_lists);
+    convert(L, u, sh->ids, push_id, is_string, NULL);
+    id_lists(L, u, sh->id_lists);
+    convert(L, u, sh->ints, conv_int, is_int, sh);
+    convert(L, u, sh->nums, push_num, is_number, sh);
+    copies(L, u, sh);
+    sums(L, u, sh->sums);
+    times(L, u, sh);
+    picks(L, u, sh->picks);
+    nested(L, u, sh->nested);
+    if (check_row(L, u, sh, i))
+        return 1;
+    lua_settop(L, top);
+    return 0;
+}
+
 /* core.shape(rows, spec [, naive_offset [, shift [, lenient]]]) -> nothing,
  * or the index of the first row that cannot be read and what is wrong with
  * it. Rows are changed in place. naive_offset: seconds east of UTC that
@@ -657,62 +730,17 @@ int ul_shape(lua_State *L)
     int i, n;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
-    sh.naive_off = luaL_optnumber(L, 3, 0);
-    sh.shift = luaL_optnumber(L, 4, 0);
-    sh.int_offsets = sh.naive_off == floor(sh.naive_off) && sh.shift == floor(sh.shift) &&
-                     fabs(sh.naive_off) < 1e15 && fabs(sh.shift) < 1e15;
-    sh.lenient = lua_toboolean(L, 5);
-    lua_settop(L, 2);
-    luaL_checkstack(L, 32, "core.shape"); /* the spec's slots and a row's work */
-    lua_pushnil(L);
-    sh.warn = lua_gettop(L);
-    lua_pushnil(L);
-    sh.bad = lua_gettop(L);
-    lua_getfield(L, UL_STATE, "null");
-    sh.null = lua_gettop(L);
-    sh.ids = field(L, 2, "ids");
-    sh.id_lists = field(L, 2, "id_lists");
-    sh.ints = field(L, 2, "ints");
-    sh.nums = field(L, 2, "nums");
-    sh.copy = field(L, 2, "copy");
-    sh.sums = field(L, 2, "sums");
-    sh.times = field(L, 2, "times");
-    sh.picks = field(L, 2, "picks");
-    sh.nested = field(L, 2, "nested");
-    sh.numbers = field(L, 2, "numbers");
-    lua_getfield(L, 2, "deep_ints");
-    sh.deep_ints = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_settop(L, 5);
+    shape_init(L, &sh, 2, luaL_optnumber(L, 3, 0), luaL_optnumber(L, 4, 0), lua_toboolean(L, 5));
     n = (int)ul_rawlen(L, 1);
     for (i = 1; i <= n; i++) {
-        int u;
         lua_rawgeti(L, 1, i);
-        if (lua_type(L, -1) != LUA_TTABLE) {
-            ul_pushint(L, i);
-            lua_pushliteral(L, "is not an object");
-            return 2;
-        }
-        u = lua_gettop(L);
-        if (!lua_isnil(L, sh.bad)) {
-            lua_pushnil(L);
-            lua_replace(L, sh.bad);
-        }
-        strip(L, u, &sh, sh.id_lists);
-        convert(L, u, sh.ids, push_id, is_string, NULL);
-        id_lists(L, u, sh.id_lists);
-        convert(L, u, sh.ints, conv_int, is_int, &sh);
-        convert(L, u, sh.nums, push_num, is_number, &sh);
-        copies(L, u, &sh);
-        sums(L, u, sh.sums);
-        times(L, u, &sh);
-        picks(L, u, sh.picks);
-        nested(L, u, sh.nested);
-        if (check_row(L, u, &sh, i)) {
+        if (shape_row(L, &sh, lua_gettop(L), i, -1)) {
             ul_pushint(L, i);
             lua_insert(L, -2);
             return 2;
         }
-        lua_settop(L, u - 1);
+        lua_pop(L, 1);
     }
     if (lua_isnil(L, sh.warn))
         return 0;
@@ -720,4 +748,101 @@ int ul_shape(lua_State *L)
     lua_pushnil(L);
     lua_pushvalue(L, sh.warn);
     return 3;
+}
+
+/* ------------------------------------------------- decoding a page's rows */
+
+typedef struct {
+    shape_t sh;
+    int outcome; /* stack slot: {bad = i, message =} for the first row that fails */
+} rows_ctx;
+
+/* The decoder's hook: each row shaped as soon as it is decoded. The first
+ * row that cannot be read ends the shaping (the rest is only decoded). */
+static int shape_hook(lua_State *L, void *ctx, int idx, int i, int had)
+{
+    rows_ctx *c = (rows_ctx *)ctx;
+    int top = lua_gettop(L);
+    if (!shape_row(L, &c->sh, idx, i, had))
+        return 0;
+    lua_setfield(L, c->outcome, "message");
+    ul_pushint(L, i);
+    lua_setfield(L, c->outcome, "bad");
+    lua_settop(L, top);
+    return 1;
+}
+
+/* Decodes a page whose rows array is at the dotted path `list` of spec
+ * (rows = {spec, naive_offset, shift, lenient} at rows_idx), shaping each
+ * row as it is decoded. Pushes two values: the value and the outcome
+ * {rows =, bad =, message =, unread =} and returns 1; or nil and the
+ * decode error and returns 0. */
+int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, const char *method,
+                   const char *url, const char *key)
+{
+    rows_ctx c;
+    ul_json_rows jr;
+    char path[128], *seg;
+    const char *list;
+    size_t len;
+    int spec, base = lua_gettop(L), i;
+    rows_idx = rows_idx < 0 ? base + rows_idx + 1 : rows_idx;
+    lua_rawgeti(L, rows_idx, 1);
+    spec = lua_gettop(L);
+    luaL_argcheck(L, lua_istable(L, spec), 1, "rows needs a shape spec");
+    lua_rawgeti(L, rows_idx, 2);
+    lua_rawgeti(L, rows_idx, 3);
+    lua_rawgeti(L, rows_idx, 4);
+    shape_init(L, &c.sh, spec, lua_tonumber(L, spec + 1), lua_tonumber(L, spec + 2),
+               lua_toboolean(L, spec + 3));
+    lua_newtable(L);
+    c.outcome = lua_gettop(L);
+    lua_getfield(L, spec, "list");
+    list = lua_tolstring(L, -1, &len);
+    luaL_argcheck(L, list != NULL && len > 0 && len < sizeof path, 1, "the spec's list");
+    memcpy(path, list, len + 1);
+    lua_pop(L, 1);
+    /* "data.users" -> {"data", "users"} */
+    jr.n = 0;
+    for (seg = path; seg != NULL && jr.n < 4;) {
+        char *dot = strchr(seg, '.');
+        if (dot != NULL)
+            *dot = '\0';
+        jr.path[jr.n++] = seg;
+        seg = dot != NULL ? dot + 1 : NULL;
+    }
+    jr.row = shape_hook;
+    jr.ctx = &c;
+    /* room in each row for the fields the shape adds */
+    jr.extra = 0;
+    if (c.sh.copy)
+        jr.extra += (int)ul_rawlen(L, c.sh.copy);
+    if (c.sh.sums)
+        jr.extra += (int)ul_rawlen(L, c.sh.sums);
+    if (c.sh.times)
+        jr.extra += (int)ul_rawlen(L, c.sh.times);
+    if (c.sh.picks)
+        jr.extra += (int)ul_rawlen(L, c.sh.picks);
+    if (ul_decode_body(L, data, dlen, &jr, method, url, key) == 2) {
+        lua_replace(L, base + 2);
+        lua_replace(L, base + 1);
+        lua_settop(L, base + 2);
+        return 0;
+    }
+    /* the rows array, for the Lua layer to know them by */
+    lua_pushvalue(L, -1);
+    for (i = 0; i < jr.n && lua_istable(L, -1); i++) {
+        lua_getfield(L, -1, jr.path[i]);
+        lua_remove(L, -2);
+    }
+    lua_setfield(L, c.outcome, "rows");
+    if (!lua_isnil(L, c.sh.warn)) {
+        lua_pushvalue(L, c.sh.warn);
+        lua_setfield(L, c.outcome, "unread");
+    }
+    lua_pushvalue(L, c.outcome);
+    lua_replace(L, base + 2);
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 2);
+    return 1;
 }

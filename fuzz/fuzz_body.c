@@ -1,8 +1,9 @@
-/* libFuzzer target: what the core does with a response body: decoding with
- * the private cjson instance (depth limit, offsets, excerpts), redaction of
- * the key from the raw body, and the row pass (core.shape) over whatever
- * decodes, with a spec that uses every kind of field. The first input byte
- * picks the key length. */
+/* libFuzzer target: what the core does with a response body: decoding
+ * (csrc/json.c: depth limit, offsets, excerpts), redaction of the key from
+ * the raw body, the row pass (core.shape) over whatever decodes, and the one
+ * pass that shapes a page's rows ({"rows": [...]}) as it decodes them, with
+ * a spec that uses every kind of field. The first input byte picks the key
+ * length. */
 #define _GNU_SOURCE /* memmem */
 #include "../csrc/body.h"
 #include "../csrc/core.h"
@@ -46,7 +47,7 @@ static int entry(lua_State *l)
     if (check && memmem(red, rlen, key, klen) != NULL)
         abort(); /* the key survived redaction */
     ul_push_excerpt(l, red, rlen, rlen / 2);
-    if (ul_decode_body(l, in, len, "GET", "http://127.0.0.1/x", klen ? key : NULL) == 1) {
+    if (ul_decode_body(l, in, len, NULL, "GET", "http://127.0.0.1/x", klen ? key : NULL) == 1) {
         /* rows: the value if it is an array, else a page of that one value */
         if (lua_istable(l, -1)) {
             lua_rawgeti(l, -1, 1);
@@ -67,6 +68,24 @@ static int entry(lua_State *l)
             lua_call(l, 4, 0);
         }
     } else {
+        const char *excerpt;
+        lua_getfield(l, -1, "excerpt"); /* absent for an empty body */
+        excerpt = lua_tostring(l, -1);
+        if (check && excerpt != NULL && strstr(excerpt, key) != NULL)
+            abort(); /* the key is in an error excerpt */
+    }
+    /* the one pass: {spec, naive_offset, shift, lenient} */
+    lua_createtable(l, 4, 0);
+    lua_getglobal(l, "fuzz_spec");
+    lua_rawseti(l, -2, 1);
+    lua_pushinteger(l, (lua_Integer)(len % 5) * 3600 - 7200);
+    lua_rawseti(l, -2, 2);
+    lua_pushinteger(l, (lua_Integer)(len % 3) * 60);
+    lua_rawseti(l, -2, 3);
+    lua_pushboolean(l, (int)(len % 2));
+    lua_rawseti(l, -2, 4);
+    if (len > 0 && ul_decode_rows(l, in, len, lua_gettop(l), "GET", "http://127.0.0.1/x",
+                                  klen ? key : NULL) == 0) {
         const char *excerpt;
         lua_getfield(l, -1, "excerpt"); /* absent for an empty body */
         excerpt = lua_tostring(l, -1);

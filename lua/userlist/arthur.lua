@@ -123,6 +123,7 @@ local ROW = norm.shape{
 
 local listing = {
   prepare = prepare,
+  rows = function(p) return ROW, p.offset, 0 end,
   first = function(p) return { page = p.page } end,
   request = function(_, p, st)
     return { method = "GET", path = "/api/v1/traces/users", query = {

@@ -5,6 +5,7 @@
 -- @module userlist.client
 local core = require "userlist.core"
 local errors = require "userlist.errors"
+local norm = require "userlist.normalize"
 local pager = require "userlist.pager"
 
 local M = {}
@@ -281,7 +282,7 @@ end
 function Client:_exchange(req, url, timeout)
   return { method = req.method, url = url, query = req.query, json = req.json,
            api_key = secrets[self], headers = self._headers, timeout = timeout,
-           decode = not self:_decodes_later(req) }
+           decode = not self:_decodes_later(req), rows = req.rows }
 end
 
 --- Starts the first try of req on `session` without waiting for it (a page
@@ -355,10 +356,15 @@ function call(self, req, session, deadline_at, begun)
       if res.status == 204 then
         res.body = nil
       else
-        local body, derr = core.decode_body(res.body, req.method, url, secrets[self])
-        if derr then res, err = nil, derr else res.body = body end
+        local body, more = core.decode_body(res.body, req.method, url, secrets[self], req.rows)
+        if body == nil then
+          res, err = nil, more
+        else
+          res.body, res.shaped = body, req.rows and more or nil
+        end
       end
     end
+    if res and res.shaped then norm.adopt(res.shaped, req.rows[4]) end
     if res and def.check then
       local verdict, perr = def.check(res)
       if verdict == "loading" then

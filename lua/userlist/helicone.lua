@@ -199,6 +199,10 @@ end
 
 local listing = {
   prepare = prepare,
+  rows = function(p)
+    if p.mode == "ids" then return QUERY_ROW end
+    return METRICS_ROW, 0, p.tz and math.abs(p.tz) * 60 or 0
+  end,
   -- state: offset into the distinct ids, or the metrics offset
   first = function(p) return p.offset end,
   request = function(_, p, pos)
@@ -284,7 +288,7 @@ local function call(self, req, session, deadline_at, begun)
   end
   -- once only: the request without sort carries no mark, its error is raised
   local again = listing.request(self, p, req.pos)
-  again.peek = req.peek
+  again.peek, again.rows = req.peek, req.rows
   return Client._call(self, again, session, deadline_at)
 end
 

@@ -6,6 +6,8 @@ local core = require "userlist.core"
 local errors = require "userlist.errors"
 
 local M = {}
+-- rows the core shaped while decoding them -> what it found (M.adopt)
+local shaped = setmetatable({}, { __mode = "k" })
 local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
 local floor = math.floor
 
@@ -59,6 +61,7 @@ function M.shape(def)
     for _, k in ipairs(def.ints or {}) do n[#n + 1] = k end
     for _, k in ipairs(def.nums or {}) do n[#n + 1] = k end
     spec.numbers = n
+    spec.numbers_converted = true -- the core then checks only what failed to convert
   end
   if def.times then
     -- {dest, src...}: the first source present; "a.b" is field b of table a
@@ -96,7 +99,15 @@ end
 -- without a client, it is a decode error.
 function M.rows(rows, spec, naive_offset, shift, c, warned)
   local lenient = c ~= nil and not c._strict
-  local i, bad, unread = core.shape(rows, spec, naive_offset, shift, lenient)
+  local i, bad, unread
+  local done = shaped[rows]
+  if done and done.lenient == lenient then
+    -- the core shaped these rows as it decoded them (see `adopt`)
+    shaped[rows] = nil
+    i, bad, unread = done.bad, done.message, done.unread
+  else
+    i, bad, unread = core.shape(rows, spec, naive_offset, shift, lenient)
+  end
   if i then
     error(errors.new{ kind = "decode", message = ("%s[%d] %s"):format(spec.list, i, bad) }, 0)
   end
@@ -115,6 +126,16 @@ function M.rows(rows, spec, naive_offset, shift, c, warned)
     end
   end
   return rows
+end
+
+--- Takes note of a page whose rows the core shaped as it decoded them
+-- (`core.decode_body` or a transfer given `rows`): `rows` then reports what
+-- that pass found instead of shaping them again. Keyed weakly by the rows.
+function M.adopt(outcome, lenient)
+  if type(outcome.rows) == "table" then
+    outcome.lenient = lenient
+    shaped[outcome.rows] = outcome
+  end
 end
 
 --- Shapes one object (a single-user endpoint) without the row checks.

@@ -180,6 +180,7 @@ local ROW = norm.shape{
 }
 
 local listing = {
+  rows = function() return ROW end,
   prepare = prepare,
   first = function(p) return p.page end,
   request = function(_, p, page)

@@ -13,6 +13,11 @@
 --   ahead(p, state) -> state      optional: the position after `state` if
 --                                 its page is full (nil: unknown or past
 --                                 the end), so pages can be fetched ahead
+--   rows(p) -> spec, naive_offset, shift  optional: the shape of a page's
+--                                 rows (normalize.shape; its `list` the
+--                                 path), so that the core shapes each row
+--                                 as it decodes it (parse's normalize.rows
+--                                 then only reports what it found)
 --   peek(client, text, p, state) -> state  optional, cursor listings: a
 --                                 guess at the next position from a page's
 --                                 raw body, before it is decoded
@@ -64,6 +69,11 @@ local function open_walk(client, listing, q)
     error(p, 0)
   end
   p.warned = {} -- fields this listing has warned of (normalize.rows)
+  local rows
+  if listing.rows then
+    local spec, naive, shift = listing.rows(p)
+    rows = spec and { spec, naive or 0, shift or 0, not client._strict }
+  end
   local w = {
     client = client, listing = listing, p = p,
     state = listing.first(p), number = 0, done = false,
@@ -73,6 +83,7 @@ local function open_walk(client, listing, q)
     power = 1, steps = 0, -- loop guard state (check_loop)
     queue = {}, idle = {},
     concurrency = client._concurrency,
+    rows = rows, -- the core shapes rows as it decodes them
   }
   if listing.peek and w.concurrency > 1 then w.peek = peeker(w) end
   return w
@@ -187,6 +198,7 @@ end
 local refill -- below
 local function request_of(w, state)
   local req = w.listing.request(w.client, w.p, state)
+  req.rows = w.rows
   req.peek = w.peek
   if not req.peek and w.listing.ahead and w.concurrency > 1 and not w.single then
     req.peek = function() refill(w, state) end
@@ -308,6 +320,7 @@ end
 local function recover(w, stale_req, cause)
   local client, listing, state = w.client, w.listing, w.prev_state
   local req = listing.request(client, w.p, state)
+  req.rows = w.rows
   local url = req.url or (client.base_url .. req.path)
   local stale_url = stale_req.url or (client.base_url .. stale_req.path)
   client:_emit{ type = "recover", method = req.method, url = url, stale = stale_url,

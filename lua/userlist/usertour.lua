@@ -233,6 +233,7 @@ local function page_url(c, p, current)
 end
 
 local listing = {
+  rows = function() return ROW end,
   prepare = function(c, q)
     check.known(q, LIST)
     local path, version = scope(c, q)

@@ -1,0 +1,589 @@
+/* Strict JSON (RFC 8259) to Lua values in one pass over the text.
+ *
+ * Building and collecting Lua objects is nearly the whole cost of decoding
+ * a page, so the work here goes into making fewer and cheaper ones:
+ * strings are pushed straight from the input (their end found 8 bytes at
+ * a time), numbers read exactly without strtod in the common case, object
+ * tables created at the size of the last object at the same depth (rows
+ * repeat their shape), small arrays at their exact size, and object keys
+ * taken from a cache, since every row repeats the same keys. */
+#include "json.h"
+#include "compat.h"
+
+#include <lauxlib.h>
+#include <locale.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HINT_DEPTHS 32 /* depths whose last object size is remembered */
+#define KEY_SLOTS 64   /* key cache entries (a power of two) */
+#define KEY_MAX 40     /* longer keys are not cached */
+#define STAGE 16       /* array elements gathered on the stack before the table */
+#define OBJ_HINT_MAX 256   /* a size remembered is a guess: bounded, so that one */
+#define ARR_HINT_MAX 8192  /* huge value cannot make every later one huge */
+
+typedef struct {
+    lua_State *L;
+    const char *start, *p, *end;
+    int depth;
+    int null_idx;
+    int keys_idx; /* the cache's anchor table: slot i holds key[i]'s string */
+    const ul_json_rows *rows;
+    int rows_on; /* the hook is still wanted */
+    int had;     /* UL_JSON_HAD_* since the current row began */
+    const char *err;
+    const char *err_at;
+    int ohint[HINT_DEPTHS]; /* objects and arrays apart: an object after */
+    int ahint[HINT_DEPTHS]; /* a long array is not made that long */
+    struct {
+        const char *s;
+        size_t len;
+    } key[KEY_SLOTS];
+} jd;
+
+static int fail(jd *d, const char *at, const char *msg)
+{
+    d->err = msg;
+    d->err_at = at;
+    return 0;
+}
+
+static void skip_ws(jd *d)
+{
+    const char *p = d->p, *end = d->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+/* ---------------------------------------------------------------- strings */
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* The first byte at or after p that ends a plain run: '"', '\\' or a
+ * control character (or end). Eight bytes at a time: a byte b is flagged
+ * by (b - 1) & ~b & 0x80 for b == 0 after the xor, and by (b - 0x20) & ~b
+ * & 0x80 for b < 0x20; a flag may be spurious past a real hit, never
+ * missing, and the byte loop below decides. */
+static const char *plain_end(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t v, q, b;
+        memcpy(&v, p, 8);
+        q = v ^ (ONES * '"');
+        b = v ^ (ONES * '\\');
+        if ((((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v)) & HIGHS)
+            break;
+        p += 8;
+    }
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\' || c < 0x20)
+            return p;
+        p++;
+    }
+    return p;
+}
+
+static int hex4(const char *p, const char *end, unsigned *out)
+{
+    unsigned v = 0;
+    int i;
+    if (end - p < 4)
+        return 0;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static void add_utf8(luaL_Buffer *b, unsigned cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    luaL_addlstring(b, u, n);
+}
+
+/* One escape at p (a backslash) into b; returns the byte after it, or NULL
+ * (the fault is at p). */
+static const char *escape(luaL_Buffer *b, const char *p, const char *end)
+{
+    unsigned cp, lo;
+    if (end - p < 2)
+        return NULL;
+    switch (p[1]) {
+    case '"': luaL_addchar(b, '"'); return p + 2;
+    case '\\': luaL_addchar(b, '\\'); return p + 2;
+    case '/': luaL_addchar(b, '/'); return p + 2;
+    case 'b': luaL_addchar(b, '\b'); return p + 2;
+    case 'f': luaL_addchar(b, '\f'); return p + 2;
+    case 'n': luaL_addchar(b, '\n'); return p + 2;
+    case 'r': luaL_addchar(b, '\r'); return p + 2;
+    case 't': luaL_addchar(b, '\t'); return p + 2;
+    case 'u': break;
+    default: return NULL;
+    }
+    if (!hex4(p + 2, end, &cp))
+        return NULL;
+    if (cp >= 0xDC00 && cp <= 0xDFFF)
+        return NULL; /* a low surrogate first */
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, end, &lo) ||
+            lo < 0xDC00 || lo > 0xDFFF)
+            return NULL; /* a high surrogate without its low half */
+        add_utf8(b, 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+        return p + 12;
+    }
+    add_utf8(b, cp);
+    return p + 6;
+}
+
+/* A string with escapes, from s (after the quote) with the first escape at
+ * p; pushes it. luaL_Buffer: nothing else touches the stack meanwhile. */
+/* Fails with the buffer b open: closes it first. On 5.4 a buffer past
+ * LUAL_BUFFERSIZE is a to-be-closed box on the stack, and the caller's
+ * lua_settop would otherwise close it out of order (use after free). */
+static int buffer_fail(jd *d, luaL_Buffer *b, const char *at, const char *msg)
+{
+    luaL_pushresult(b);
+    lua_pop(d->L, 1);
+    return fail(d, at, msg);
+}
+
+static int escaped_string(jd *d, const char *s, const char *p)
+{
+    luaL_Buffer b;
+    const char *end = d->end;
+    luaL_buffinit(d->L, &b);
+    luaL_addlstring(&b, s, (size_t)(p - s));
+    for (;;) {
+        const char *q;
+        if (p >= end)
+            return buffer_fail(d, &b, p, "unterminated string");
+        if (*p == '"')
+            break;
+        if ((unsigned char)*p < 0x20)
+            return buffer_fail(d, &b, p, "control character in a string (escape it)");
+        q = escape(&b, p, end);
+        if (q == NULL)
+            return buffer_fail(d, &b, p, "invalid escape (or a lone surrogate) in a string");
+        p = q;
+        q = plain_end(p, end);
+        luaL_addlstring(&b, p, (size_t)(q - p));
+        p = q;
+    }
+    luaL_pushresult(&b);
+    d->p = p + 1;
+    return 1;
+}
+
+/* Pushes a key, from the cache when the same bytes came before. */
+static void push_key(jd *d, const char *s, size_t len)
+{
+    unsigned h;
+    if (len > KEY_MAX || len == 0) {
+        lua_pushlstring(d->L, s, len);
+        return;
+    }
+    h = ((unsigned)len * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[len - 1] +
+         (unsigned char)s[len / 2] * 13u) & (KEY_SLOTS - 1);
+    if (d->key[h].len == len && memcmp(d->key[h].s, s, len) == 0) {
+        lua_rawgeti(d->L, d->keys_idx, (int)h + 1);
+        return;
+    }
+    lua_pushlstring(d->L, s, len);
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->keys_idx, (int)h + 1);
+    /* the anchor table keeps the string, and Lua strings do not move */
+    d->key[h].s = lua_tostring(d->L, -1);
+    d->key[h].len = len;
+}
+
+/* A string at d->p (its opening quote); pushes it. */
+static int string(jd *d, int is_key)
+{
+    const char *s = d->p + 1, *p = plain_end(s, d->end);
+    if (p < d->end && *p == '"') {
+        if (is_key)
+            push_key(d, s, (size_t)(p - s));
+        else
+            lua_pushlstring(d->L, s, (size_t)(p - s));
+        d->p = p + 1;
+        return 1;
+    }
+    if (p >= d->end)
+        return fail(d, p, "unterminated string");
+    if (*p != '\\')
+        return fail(d, p, "control character in a string (escape it)");
+    return escaped_string(d, s, p);
+}
+
+/* ---------------------------------------------------------------- numbers */
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The slow path: strtod on a NUL-terminated copy, with the locale's decimal
+ * point (strtod reads the locale's, and an application may have set one). */
+static double slow_number(jd *d, const char *s, size_t n)
+{
+    char small[64], *buf = small, dot = *localeconv()->decimal_point;
+    double v;
+    size_t i;
+    if (n >= sizeof small && (buf = (char *)malloc(n + 1)) == NULL)
+        luaL_error(d->L, "not enough memory");
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (dot != '.')
+        for (i = 0; i < n; i++)
+            if (buf[i] == '.')
+                buf[i] = dot;
+    v = strtod(buf, NULL);
+    if (buf != small)
+        free(buf); /* no Lua call in between: nothing can jump past this */
+    return v;
+}
+
+static int number(jd *d)
+{
+    const char *s = d->p, *p = s, *end = d->end;
+    uint64_t m = 0;
+    int digits = 0, neg = 0, frac = 0, is_int = 1;
+    long exp = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end || *p < '0' || *p > '9')
+        return fail(d, p, "expected a digit");
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9')
+            return fail(d, p, "leading zero in a number");
+    } else {
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (digits < 19)
+                m = m * 10 + (uint64_t)(*p - '0');
+            else
+                exp++; /* past 19 digits: only the magnitude (slow path) */
+            digits++;
+            p++;
+        }
+    }
+    if (p < end && *p == '.') {
+        is_int = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return fail(d, p, "expected a digit after the decimal point");
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (digits < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                if (m != 0)
+                    digits++;
+                frac++;
+            }
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        long e = 0;
+        int eneg = 0;
+        is_int = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= end || *p < '0' || *p > '9')
+            return fail(d, p, "expected a digit in the exponent");
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (e < 100000)
+                e = e * 10 + (*p - '0');
+            p++;
+        }
+        exp += eneg ? -e : e;
+    }
+    d->p = p;
+    if (is_int && digits <= 19 && exp == 0) {
+#if LUA_VERSION_NUM >= 503
+        if (m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(d->L, neg ? -(lua_Integer)m : (lua_Integer)m);
+            return 1;
+        }
+        if (neg && m == (uint64_t)INT64_MAX + 1) {
+            lua_pushinteger(d->L, (lua_Integer)INT64_MIN);
+            return 1;
+        }
+#else
+        if (m <= ((uint64_t)1 << 53)) {
+            lua_pushnumber(d->L, neg ? -(lua_Number)m : (lua_Number)m);
+            return 1;
+        }
+#endif
+    } else if (digits < 19 && m <= ((uint64_t)1 << 53)) {
+        /* Clinger's fast path: an exact mantissa and an exact power of ten
+         * give the correctly rounded quotient or product */
+        long e = exp - frac;
+        if (e >= -22 && e <= 22) {
+            double v = (double)m;
+            v = e < 0 ? v / POW10[-e] : v * POW10[e];
+            lua_pushnumber(d->L, neg ? -v : v);
+            d->had |= UL_JSON_HAD_FLOAT;
+            return 1;
+        }
+    }
+    lua_pushnumber(d->L, (lua_Number)slow_number(d, s, (size_t)(p - s)));
+    d->had |= UL_JSON_HAD_FLOAT;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- values */
+
+static int value(jd *d, int path);
+
+static int literal(jd *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return fail(d, d->p, "expected a value");
+    d->p += n;
+    return 1;
+}
+
+static int enter(jd *d)
+{
+    if (d->depth >= UL_JSON_MAX_DEPTH)
+        return fail(d, d->p, "nested too deeply (more than 200 levels)");
+    d->depth++;
+    /* 200 levels stay far below Lua's stack limit: failing here is memory */
+    if (!lua_checkstack(d->L, STAGE + 8))
+        luaL_error(d->L, "not enough memory (Lua stack while decoding JSON)");
+    d->p++;
+    skip_ws(d);
+    return 1;
+}
+
+static void leave(jd *d, int *hint, int n, int max)
+{
+    d->depth--;
+    if (d->depth < HINT_DEPTHS)
+        hint[d->depth] = n < max ? n : max;
+}
+
+/* path: how many keys of the rows path lead here (-1: off it). */
+static int object(jd *d, int path)
+{
+    lua_State *L = d->L;
+    int n = 0, t, hint = d->depth < HINT_DEPTHS ? d->ohint[d->depth] : 0;
+    if (!enter(d))
+        return 0;
+    if (path == -2 && d->rows != NULL)
+        hint += d->rows->extra; /* a row: room for what the hook adds */
+    lua_createtable(L, 0, hint);
+    t = lua_gettop(L);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        leave(d, d->ohint, 0, OBJ_HINT_MAX);
+        return 1;
+    }
+    for (;;) {
+        int next = -1;
+        const char *k;
+        if (d->p >= d->end || *d->p != '"')
+            return fail(d, d->p, n > 0 ? "expected a string key (a trailing comma?)"
+                                       : "expected a string key");
+        k = d->p + 1;
+        if (!string(d, 1))
+            return 0;
+        if (path >= 0 && path < d->rows->n) {
+            size_t klen = (size_t)(d->p - 1 - k);
+            const char *want = d->rows->path[path];
+            if (strlen(want) == klen && memcmp(want, k, klen) == 0)
+                next = path + 1;
+        }
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            return fail(d, d->p, "expected ':' after a key");
+        d->p++;
+        skip_ws(d);
+        if (!value(d, next))
+            return 0;
+        lua_rawset(L, t);
+        n++;
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        return fail(d, d->p, "expected ',' or '}' in an object");
+    }
+    leave(d, d->ohint, n, OBJ_HINT_MAX);
+    return 1;
+}
+
+/* Moves the n values above table t into t[first..first+n-1]. */
+static void flush(lua_State *L, int t, int first, int n)
+{
+    int i;
+    for (i = n - 1; i >= 0; i--)
+        lua_rawseti(L, t, first + i);
+}
+
+static int array(jd *d, int path)
+{
+    lua_State *L = d->L;
+    int n = 0, staged = 0, t = 0, rows;
+    int hint = d->depth < HINT_DEPTHS ? d->ahint[d->depth] : 0;
+    int base = lua_gettop(L);
+    if (!enter(d))
+        return 0;
+    rows = d->rows != NULL && path == d->rows->n;
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        lua_createtable(L, 0, 0);
+        leave(d, d->ahint, 0, ARR_HINT_MAX);
+        return 1;
+    }
+    for (;;) {
+        if (d->p < d->end && *d->p == ']')
+            return fail(d, d->p, "trailing comma in an array");
+        if (rows)
+            d->had = 0; /* what this row holds, at any depth */
+        if (!value(d, rows ? -2 : -1))
+            return 0;
+        n++;
+        if (rows && d->rows_on) {
+            /* the row, while it is in cache */
+            if (d->rows->row(L, d->rows->ctx, lua_gettop(L), n, d->had) != 0)
+                d->rows_on = 0;
+        }
+        if (t) {
+            lua_rawseti(L, t, n);
+        } else if (++staged == STAGE) {
+            /* larger than the stage: a table of the last size seen here */
+            lua_createtable(L, hint > n ? hint : 2 * n, 0);
+            lua_insert(L, base + 1);
+            t = base + 1;
+            flush(L, t, 1, staged);
+        }
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        return fail(d, d->p, "expected ',' or ']' in an array");
+    }
+    if (!t) {
+        /* a small array: its exact size */
+        lua_createtable(L, n, 0);
+        lua_insert(L, base + 1);
+        flush(L, base + 1, 1, n);
+    }
+    leave(d, d->ahint, n, ARR_HINT_MAX);
+    return 1;
+}
+
+static int value(jd *d, int path)
+{
+    if (d->p >= d->end)
+        return fail(d, d->p, "expected a value");
+    switch (*d->p) {
+    case '{': return object(d, path);
+    case '[': return array(d, path);
+    case '"': return string(d, 0);
+    case 't':
+        if (!literal(d, "true", 4))
+            return 0;
+        lua_pushboolean(d->L, 1);
+        return 1;
+    case 'f':
+        if (!literal(d, "false", 5))
+            return 0;
+        lua_pushboolean(d->L, 0);
+        return 1;
+    case 'n':
+        if (!literal(d, "null", 4))
+            return 0;
+        lua_pushvalue(d->L, d->null_idx);
+        d->had |= UL_JSON_HAD_NULL;
+        return 1;
+    default:
+        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
+            return number(d);
+        return fail(d, d->p, "expected a value");
+    }
+}
+
+int ul_json_decode(lua_State *L, const char *s, size_t len, int null_idx,
+                   const ul_json_rows *rows, size_t *off, const char **msg)
+{
+    jd d;
+    int top = lua_gettop(L);
+    memset(&d, 0, sizeof d);
+    d.L = L;
+    d.start = d.p = s;
+    d.end = s + len;
+    d.null_idx = null_idx < 0 && null_idx > LUA_REGISTRYINDEX ? top + null_idx + 1 : null_idx;
+    d.rows = rows != NULL && rows->row != NULL ? rows : NULL;
+    d.rows_on = 1;
+    if (!lua_checkstack(L, STAGE + 8))
+        luaL_error(L, "not enough memory (Lua stack while decoding JSON)");
+    lua_createtable(L, KEY_SLOTS, 0);
+    d.keys_idx = top + 1;
+    skip_ws(&d);
+    if (d.p >= d.end) {
+        fail(&d, d.p, len == 0 ? "empty text" : "expected a value (the text is only white space)");
+    } else if (value(&d, d.rows != NULL ? 0 : -1)) {
+        skip_ws(&d);
+        if (d.p == d.end) {
+            lua_replace(L, top + 1); /* the value over the key cache */
+            return 1;
+        }
+        fail(&d, d.p, "unexpected data after the value");
+    }
+    lua_settop(L, top);
+    *off = (size_t)(d.err_at - s);
+    *msg = d.err;
+    return 0;
+}
