@@ -1,5 +1,5 @@
 --- make bench: userlist against the bundled emulator, beside the decoder's
--- limit and the alternatives, on the same pages (README.md, "Performance").
+-- limit and the alternatives, on the same pages (bench/README.md).
 --   bench.lua loopback N      listings of N users per provider, no delay
 --   bench.lua delay PAGES MS  listings of about PAGES pages, each answered after MS ms
 --   bench.lua rss NAME N      one listing; prints its peak RSS (VmHWM, KiB)
