@@ -811,6 +811,7 @@ int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, co
         jr.path[jr.n++] = seg;
         seg = dot != NULL ? dot + 1 : NULL;
     }
+    luaL_argcheck(L, seg == NULL, 1, "the spec's list has more than 4 keys");
     jr.row = shape_hook;
     jr.ctx = &c;
     /* room in each row for the fields the shape adds */

@@ -194,3 +194,21 @@ describe("core.shape fields", function()
     assert.has_error(function() core.shape({}, { ids = "id" }) end, "bad argument #2 to 'shape' (ids)")
   end)
 end)
+
+describe("core.decode_body with a rows declaration", function()
+  it("shapes a page's rows at a nested list path as it decodes them", function()
+    local spec = norm.shape{ list = "a.b", ids = { "id" }, ints = { "n" } }
+    local body, outcome = core.decode_body('{"a":{"b":[{"id":1,"n":2.0}]}}', "GET", "http://x/",
+      nil, { spec, 0, 0, true })
+    assert.equal(body.a.b, outcome.rows)
+    assert.equal("1", body.a.b[1].id)
+    assert.is_nil(outcome.bad)
+  end)
+
+  it("refuses a list path of more than 4 keys instead of following only the first 4", function()
+    local spec = norm.shape{ list = "a.b.c.d.e", ints = { "n" } }
+    assert.has_error(function()
+      core.decode_body('{"a":{}}', "GET", "http://x/", nil, { spec, 0, 0, true })
+    end, "bad argument #1 to 'decode_body' (the spec's list has more than 4 keys)")
+  end)
+end)
