@@ -6,12 +6,16 @@
  * a time), numbers read exactly without strtod in the common case, object
  * tables created at the size of the last object at the same depth (rows
  * repeat their shape), small arrays at their exact size, and object keys
- * taken from a cache, since every row repeats the same keys. */
+ * taken from a cache, since every row repeats the same keys. Given a page's
+ * rows (json.h), the decoder also does what shaping can do as a value is
+ * made, nulls out and figures final, so that the row hook has less to look
+ * up afterwards. */
 #include "json.h"
 #include "compat.h"
 
 #include <lauxlib.h>
 #include <locale.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +35,10 @@ typedef struct {
     int keys_idx; /* the cache's anchor table: slot i holds key[i]'s string */
     const ul_json_rows *rows;
     int rows_on; /* the hook is still wanted */
-    int had;     /* UL_JSON_HAD_* since the current row began */
+    int had;     /* UL_JSON_* (and DIRTY) since the current row began */
+    int in_row;  /* decoding inside a row: nulls out, deep_ints */
+    int deep;    /* in_row and the rows' deep_ints */
+    int slot;    /* the key cache slot of the key just pushed, or -1 */
     const char *err;
     const char *err_at;
     int ohint[HINT_DEPTHS]; /* objects and arrays apart: an object after */
@@ -39,8 +46,12 @@ typedef struct {
     struct {
         const char *s;
         size_t len;
+        int role; /* its UL_JSON_ROLE_* | ROLE_KNOWN, or 0 not asked yet */
     } key[KEY_SLOTS];
 } jd;
+
+#define DIRTY 16        /* had: a role field not in its final form */
+#define ROLE_KNOWN 256  /* key[].role: asked */
 
 static int fail(jd *d, const char *at, const char *msg)
 {
@@ -212,12 +223,14 @@ static int escaped_string(jd *d, const char *s, const char *p)
 static void push_key(jd *d, const char *s, size_t len)
 {
     unsigned h;
+    d->slot = -1;
     if (len > KEY_MAX || len == 0) {
         lua_pushlstring(d->L, s, len);
         return;
     }
     h = ((unsigned)len * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[len - 1] +
          (unsigned char)s[len / 2] * 13u) & (KEY_SLOTS - 1);
+    d->slot = (int)h;
     if (d->key[h].len == len && memcmp(d->key[h].s, s, len) == 0) {
         lua_rawgeti(d->L, d->keys_idx, (int)h + 1);
         return;
@@ -228,6 +241,7 @@ static void push_key(jd *d, const char *s, size_t len)
     /* the anchor table keeps the string, and Lua strings do not move */
     d->key[h].s = lua_tostring(d->L, -1);
     d->key[h].len = len;
+    d->key[h].role = 0;
 }
 
 /* A string at d->p (its opening quote); pushes it. */
@@ -246,10 +260,27 @@ static int string(jd *d, int is_key)
         return fail(d, p, "unterminated string");
     if (*p != '\\')
         return fail(d, p, "control character in a string (escape it)");
+    if (is_key)
+        d->slot = -1;
     return escaped_string(d, s, p);
 }
 
 /* ---------------------------------------------------------------- numbers */
+
+/* A number that is not an integer in the text. In a row with deep_ints, a
+ * whole one within 2^53 is made an integer, as shaping would. */
+static void push_float(jd *d, double v)
+{
+#if LUA_VERSION_NUM >= 503
+    if (d->deep && v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
+        lua_pushinteger(d->L, (lua_Integer)v);
+        return;
+    }
+#endif
+    lua_pushnumber(d->L, v);
+    if (!d->deep)
+        d->had |= UL_JSON_HAD_FLOAT; /* deep: nothing left for the hook to make whole */
+}
 
 static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -359,13 +390,11 @@ static int number(jd *d)
         if (e >= -22 && e <= 22) {
             double v = (double)m;
             v = e < 0 ? v / POW10[-e] : v * POW10[e];
-            lua_pushnumber(d->L, neg ? -v : v);
-            d->had |= UL_JSON_HAD_FLOAT;
+            push_float(d, neg ? -v : v);
             return 1;
         }
     }
-    lua_pushnumber(d->L, (lua_Number)slow_number(d, s, (size_t)(p - s)));
-    d->had |= UL_JSON_HAD_FLOAT;
+    push_float(d, slow_number(d, s, (size_t)(p - s)));
     return 1;
 }
 
@@ -401,7 +430,45 @@ static void leave(jd *d, int *hint, int n, int max)
         hint[d->depth] = n < max ? n : max;
 }
 
-/* path: how many keys of the rows path lead here (-1: off it). */
+/* The role of a row's key (k, len: its text; slot: its cache slot, or -1). */
+static int role_of(jd *d, const char *k, size_t len, int slot)
+{
+    if (slot >= 0) {
+        int *r = &d->key[slot].role;
+        if (*r == 0)
+            *r = ROLE_KNOWN | d->rows->role(d->L, d->rows->ctx, k, len);
+        return *r & ~ROLE_KNOWN;
+    }
+    return d->rows->role(d->L, d->rows->ctx, k, len); /* long or escaped */
+}
+
+/* A row's field value on top, for a key of role r: made final where that
+ * is cheap (a whole float for an integer), else the row is marked DIRTY
+ * for the hook to shape the long way. */
+static void apply_role(jd *d, int r)
+{
+    lua_State *L = d->L;
+    int t = lua_type(L, -1);
+    if (r & UL_JSON_ROLE_THE_ID)
+        d->had |= t == LUA_TSTRING ? UL_JSON_HAD_ID : DIRTY;
+    if ((r & UL_JSON_ROLE_ID) && t != LUA_TSTRING)
+        d->had |= DIRTY;
+    if ((r & (UL_JSON_ROLE_INT | UL_JSON_ROLE_NUM)) && t != LUA_TNUMBER)
+        d->had |= DIRTY;
+    if ((r & UL_JSON_ROLE_NEST) && t == LUA_TTABLE)
+        d->had |= UL_JSON_HAD_NEST;
+#if LUA_VERSION_NUM >= 503
+    if ((r & UL_JSON_ROLE_INT) && t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (v == floor(v) && v >= -9223372036854775808.0 && v < 9223372036854775808.0) {
+            lua_pop(L, 1);
+            lua_pushinteger(L, (lua_Integer)v);
+        }
+    }
+#endif
+}
+
+/* path: how many keys of the rows path lead here (-1: off it; -2: a row). */
 static int object(jd *d, int path)
 {
     lua_State *L = d->L;
@@ -418,16 +485,21 @@ static int object(jd *d, int path)
         return 1;
     }
     for (;;) {
-        int next = -1;
+        int next = -1, got, role = 0;
         const char *k;
+        size_t klen;
         if (d->p >= d->end || *d->p != '"')
             return fail(d, d->p, n > 0 ? "expected a string key (a trailing comma?)"
                                        : "expected a string key");
         k = d->p + 1;
         if (!string(d, 1))
             return 0;
+        klen = (size_t)(d->p - 1 - k);
+        if (d->slot < 0 && d->rows != NULL)
+            k = lua_tolstring(L, -1, &klen); /* escaped (or long): the key itself */
+        if (path == -2 && d->rows->role != NULL)
+            role = role_of(d, k, klen, d->slot);
         if (path >= 0 && path < d->rows->n) {
-            size_t klen = (size_t)(d->p - 1 - k);
             const char *want = d->rows->path[path];
             if (strlen(want) == klen && memcmp(want, k, klen) == 0)
                 next = path + 1;
@@ -437,9 +509,36 @@ static int object(jd *d, int path)
             return fail(d, d->p, "expected ':' after a key");
         d->p++;
         skip_ws(d);
-        if (!value(d, next))
+        if (role & UL_JSON_ROLE_ID_LIST) {
+            /* an id list is rebuilt from what was sent, nulls and all */
+            d->in_row = d->deep = 0;
+            got = value(d, next);
+            d->in_row = 1;
+            d->deep = d->rows->deep_ints;
+        } else {
+            got = value(d, next);
+        }
+        if (!got)
             return 0;
-        lua_rawset(L, t);
+        if (got == 2 && d->in_row) {
+            /* null inside a row: the field is absent (over a duplicate too) */
+            if (role & UL_JSON_ROLE_THE_ID)
+                d->had |= DIRTY; /* an "id" given before is gone */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, t);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 2);
+            } else {
+                lua_pop(L, 1);
+                lua_pushnil(L);
+                lua_rawset(L, t);
+            }
+        } else {
+            if (role != 0)
+                apply_role(d, role);
+            lua_rawset(L, t);
+        }
         n++;
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
@@ -474,23 +573,41 @@ static int array(jd *d, int path)
     if (!enter(d))
         return 0;
     rows = d->rows != NULL && path == d->rows->n;
+    if (rows) {
+        /* a rows array begins: what an earlier one at the path (a repeated
+         * key) found is forgotten */
+        d->rows_on = 1;
+        d->rows->row(L, d->rows->ctx, 0, 0, 0);
+    }
     if (d->p < d->end && *d->p == ']') {
         d->p++;
         lua_createtable(L, 0, 0);
         leave(d, d->ahint, 0, ARR_HINT_MAX);
+        if (rows)
+            d->rows->row(L, d->rows->ctx, lua_gettop(L), -1, 0);
         return 1;
     }
     for (;;) {
+        int got;
         if (d->p < d->end && *d->p == ']')
             return fail(d, d->p, "trailing comma in an array");
-        if (rows)
+        if (rows) {
             d->had = 0; /* what this row holds, at any depth */
-        if (!value(d, rows ? -2 : -1))
+            d->in_row = 1;
+            d->deep = d->rows->deep_ints;
+        }
+        if (!(got = value(d, rows ? -2 : -1)))
             return 0;
+        if (got == 2 && d->in_row)
+            d->had |= UL_JSON_HAD_NULL; /* an element: left for the hook */
         n++;
-        if (rows && d->rows_on) {
+        if (rows) {
+            int had = d->had;
+            d->in_row = d->deep = 0;
+            if (d->rows->role != NULL)
+                had |= UL_JSON_ROLES | (had & DIRTY ? 0 : UL_JSON_CLEAN);
             /* the row, while it is in cache */
-            if (d->rows->row(L, d->rows->ctx, lua_gettop(L), n, d->had) != 0)
+            if (d->rows_on && d->rows->row(L, d->rows->ctx, lua_gettop(L), n, had & ~DIRTY) != 0)
                 d->rows_on = 0;
         }
         if (t) {
@@ -521,6 +638,8 @@ static int array(jd *d, int path)
         flush(L, base + 1, 1, n);
     }
     leave(d, d->ahint, n, ARR_HINT_MAX);
+    if (rows) /* these are the rows the hook saw */
+        d->rows->row(L, d->rows->ctx, lua_gettop(L), -1, 0);
     return 1;
 }
 
@@ -546,8 +665,7 @@ static int value(jd *d, int path)
         if (!literal(d, "null", 4))
             return 0;
         lua_pushvalue(d->L, d->null_idx);
-        d->had |= UL_JSON_HAD_NULL;
-        return 1;
+        return 2; /* null: the caller decides */
     default:
         if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
             return number(d);
@@ -566,7 +684,6 @@ int ul_json_decode(lua_State *L, const char *s, size_t len, int null_idx,
     d.end = s + len;
     d.null_idx = null_idx < 0 && null_idx > LUA_REGISTRYINDEX ? top + null_idx + 1 : null_idx;
     d.rows = rows != NULL && rows->row != NULL ? rows : NULL;
-    d.rows_on = 1;
     if (!lua_checkstack(L, STAGE + 8))
         luaL_error(L, "not enough memory (Lua stack while decoding JSON)");
     lua_createtable(L, KEY_SLOTS, 0);

@@ -19,6 +19,8 @@ typedef struct {
     int deep_ints;
     int lenient; /* unreadable fields warn instead of failing the row */
     int checked; /* numbers are the ints and nums: a row none failed in passes */
+    int id_written; /* a copy, sum, time or pick writes the field "id" */
+    int nest_always; /* nested paths are walked even in rows the decoder saw no start of */
     int bad;     /* slot: nil, or the set of this row's fields that did not convert */
     int warn;    /* slot: nil, or {field = message} of this call's first warnings */
     lua_Number naive_off, shift;
@@ -586,17 +588,19 @@ static int unreadable(lua_State *L, const shape_t *sh, int name, int row)
 }
 
 /* The checks on a mapped row: pushes a message and returns 1 if it fails. */
-static int check_row(lua_State *L, int u, const shape_t *sh, int row)
+static int check_row(lua_State *L, int u, const shape_t *sh, int row, int has_id)
 {
     int i, n;
-    lua_pushliteral(L, "id");
-    lua_rawget(L, u);
-    if (lua_type(L, -1) != LUA_TSTRING) {
+    if (!has_id) {
+        lua_pushliteral(L, "id");
+        lua_rawget(L, u);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            lua_pushliteral(L, "has no id");
+            return 1;
+        }
         lua_pop(L, 1);
-        lua_pushliteral(L, "has no id");
-        return 1;
     }
-    lua_pop(L, 1);
     if (sh->checked && lua_isnil(L, sh->bad))
         return 0; /* every figure converted and every time present was read */
     n = sh->numbers ? (int)ul_rawlen(L, sh->numbers) : 0;
@@ -652,6 +656,46 @@ static int field(lua_State *L, int spec, const char *name)
     return lua_gettop(L);
 }
 
+/* Whether an entry {dest, ...} of the array at list has dest `name`. */
+static int writes(lua_State *L, int list, const char *name)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0, found = 0;
+    for (i = 1; i <= n && !found; i++) {
+        lua_rawgeti(L, list, i);
+        if (lua_istable(L, -1)) {
+            const char *dest;
+            lua_rawgeti(L, -1, 1);
+            dest = lua_tostring(L, -1);
+            found = dest != NULL && strcmp(dest, name) == 0;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return found;
+}
+
+static int written(lua_State *L, const shape_t *sh, const char *name)
+{
+    return writes(L, sh->copy, name) || writes(L, sh->sums, name) ||
+           writes(L, sh->times, name) || writes(L, sh->picks, name);
+}
+
+/* Whether a nested path starts with "*" or at a field the shape writes:
+ * then the decoder cannot tell that a row has none of them. */
+static int nest_always(lua_State *L, const shape_t *sh)
+{
+    int i, n = sh->nested ? (int)ul_rawlen(L, sh->nested) : 0, always = 0;
+    for (i = 1; i <= n && !always; i++) {
+        const char *root;
+        lua_rawgeti(L, sh->nested, i);
+        lua_rawgeti(L, -1, 1);
+        root = lua_tostring(L, -1);
+        always = root == NULL || strcmp(root, "*") == 0 || written(L, sh, root);
+        lua_pop(L, 2);
+    }
+    return always;
+}
+
 /* Reads the spec at spec_idx into sh, pushing its slots (the caller keeps
  * them on the stack while rows are shaped). */
 static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive_off,
@@ -679,6 +723,8 @@ static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive
     sh->picks = field(L, spec_idx, "picks");
     sh->nested = field(L, spec_idx, "nested");
     sh->numbers = field(L, spec_idx, "numbers");
+    sh->id_written = written(L, sh, "id");
+    sh->nest_always = nest_always(L, sh);
     lua_getfield(L, spec_idx, "deep_ints");
     sh->deep_ints = lua_toboolean(L, -1);
     lua_getfield(L, spec_idx, "numbers_converted");
@@ -693,6 +739,7 @@ static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive
 static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
 {
     int top = lua_gettop(L);
+    int clean = had >= 0 && (had & UL_JSON_CLEAN); /* ids and figures final */
     if (lua_type(L, u) != LUA_TTABLE) {
         lua_pushliteral(L, "is not an object");
         return 1;
@@ -703,16 +750,20 @@ static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
     }
     if ((had & UL_JSON_HAD_NULL) || (sh->deep_ints && (had & UL_JSON_HAD_FLOAT)))
         strip(L, u, sh, sh->id_lists);
-    convert(L, u, sh->ids, push_id, is_string, NULL);
+    if (!clean)
+        convert(L, u, sh->ids, push_id, is_string, NULL);
     id_lists(L, u, sh->id_lists);
-    convert(L, u, sh->ints, conv_int, is_int, sh);
-    convert(L, u, sh->nums, push_num, is_number, sh);
+    if (!clean) {
+        convert(L, u, sh->ints, conv_int, is_int, sh);
+        convert(L, u, sh->nums, push_num, is_number, sh);
+    }
     copies(L, u, sh);
     sums(L, u, sh->sums);
     times(L, u, sh);
     picks(L, u, sh->picks);
-    nested(L, u, sh->nested);
-    if (check_row(L, u, sh, i))
+    if (!(had >= 0 && (had & UL_JSON_ROLES)) || (had & UL_JSON_HAD_NEST) || sh->nest_always)
+        nested(L, u, sh->nested);
+    if (check_row(L, u, sh, i, clean && (had & UL_JSON_HAD_ID) && !sh->id_written))
         return 1;
     lua_settop(L, top);
     return 0;
@@ -757,12 +808,76 @@ typedef struct {
     int outcome; /* stack slot: {bad = i, message =} for the first row that fails */
 } rows_ctx;
 
+/* The decoder's question: what a row's key is for (ids, ints, nums). */
+static int in_list(lua_State *L, int list, const char *key, size_t len)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0, found = 0;
+    for (i = 1; i <= n && !found; i++) {
+        size_t l;
+        const char *s;
+        lua_rawgeti(L, list, i);
+        s = lua_tolstring(L, -1, &l);
+        found = s != NULL && l == len && memcmp(s, key, len) == 0;
+        lua_pop(L, 1);
+    }
+    return found;
+}
+
+/* Whether one of the nested paths starts at key. */
+static int nest_root(lua_State *L, int nested, const char *key, size_t len)
+{
+    int i, n = nested ? (int)ul_rawlen(L, nested) : 0, found = 0;
+    for (i = 1; i <= n && !found; i++) {
+        size_t l;
+        const char *s;
+        lua_rawgeti(L, nested, i);
+        lua_rawgeti(L, -1, 1);
+        s = lua_tolstring(L, -1, &l);
+        found = s != NULL && l == len && memcmp(s, key, len) == 0;
+        lua_pop(L, 2);
+    }
+    return found;
+}
+
+static int role_hook(lua_State *L, void *ctx, const char *key, size_t len)
+{
+    const shape_t *sh = &((rows_ctx *)ctx)->sh;
+    int r = 0;
+    if (len == 2 && memcmp(key, "id", 2) == 0)
+        r |= UL_JSON_ROLE_THE_ID;
+    if (in_list(L, sh->ids, key, len))
+        r |= UL_JSON_ROLE_ID;
+    if (in_list(L, sh->ints, key, len))
+        r |= UL_JSON_ROLE_INT;
+    if (in_list(L, sh->nums, key, len))
+        r |= UL_JSON_ROLE_NUM;
+    if (in_list(L, sh->id_lists, key, len))
+        r |= UL_JSON_ROLE_ID_LIST;
+    if (nest_root(L, sh->nested, key, len))
+        r |= UL_JSON_ROLE_NEST;
+    return r;
+}
+
 /* The decoder's hook: each row shaped as soon as it is decoded. The first
  * row that cannot be read ends the shaping (the rest is only decoded). */
 static int shape_hook(lua_State *L, void *ctx, int idx, int i, int had)
 {
     rows_ctx *c = (rows_ctx *)ctx;
     int top = lua_gettop(L);
+    if (i == 0) { /* a rows array begins: only the last one counts */
+        lua_pushnil(L);
+        lua_setfield(L, c->outcome, "bad");
+        lua_pushnil(L);
+        lua_setfield(L, c->outcome, "message");
+        lua_pushnil(L);
+        lua_replace(L, c->sh.warn);
+        return 0;
+    }
+    if (i < 0) { /* the array these rows are in: the Lua side knows them by it */
+        lua_pushvalue(L, idx);
+        lua_setfield(L, c->outcome, "rows");
+        return 0;
+    }
     if (!shape_row(L, &c->sh, idx, i, had))
         return 0;
     lua_setfield(L, c->outcome, "message");
@@ -785,7 +900,7 @@ int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, co
     char path[128], *seg;
     const char *list;
     size_t len;
-    int spec, base = lua_gettop(L), i;
+    int spec, base = lua_gettop(L);
     rows_idx = rows_idx < 0 ? base + rows_idx + 1 : rows_idx;
     lua_rawgeti(L, rows_idx, 1);
     spec = lua_gettop(L);
@@ -813,6 +928,8 @@ int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, co
     }
     luaL_argcheck(L, seg == NULL, 1, "the spec's list has more than 4 keys");
     jr.row = shape_hook;
+    jr.role = role_hook;
+    jr.deep_ints = c.sh.deep_ints;
     jr.ctx = &c;
     /* room in each row for the fields the shape adds */
     jr.extra = 0;
@@ -830,13 +947,6 @@ int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, co
         lua_settop(L, base + 2);
         return 0;
     }
-    /* the rows array, for the Lua layer to know them by */
-    lua_pushvalue(L, -1);
-    for (i = 0; i < jr.n && lua_istable(L, -1); i++) {
-        lua_getfield(L, -1, jr.path[i]);
-        lua_remove(L, -2);
-    }
-    lua_setfield(L, c.outcome, "rows");
     if (!lua_isnil(L, c.sh.warn)) {
         lua_pushvalue(L, c.sh.warn);
         lua_setfield(L, c.outcome, "unread");
