@@ -39,6 +39,9 @@ typedef struct {
     int in_row;  /* decoding inside a row: nulls out, deep_ints */
     int deep;    /* in_row and the rows' deep_ints */
     int slot;    /* the key cache slot of the key just pushed, or -1 */
+    const char *tp; /* the TPARENT key whose object is at depth tp_depth (0: none) */
+    size_t tplen;
+    int tp_depth;
     const char *err;
     const char *err_at;
     int ohint[HINT_DEPTHS]; /* objects and arrays apart: an object after */
@@ -509,6 +512,12 @@ static int object(jd *d, int path)
             return fail(d, d->p, "expected ':' after a key");
         d->p++;
         skip_ws(d);
+        if (role & UL_JSON_ROLE_TPARENT) {
+            d->rows->time(L, d->rows->ctx, k, klen, NULL, 0, 0);
+            d->tp = k; /* the text, or the key on the stack: both outlive the value */
+            d->tplen = klen;
+            d->tp_depth = d->depth + 1;
+        }
         if (role & UL_JSON_ROLE_ID_LIST) {
             /* an id list is rebuilt from what was sent, nulls and all */
             d->in_row = d->deep = 0;
@@ -520,6 +529,12 @@ static int object(jd *d, int path)
         }
         if (!got)
             return 0;
+        if (role & UL_JSON_ROLE_TPARENT)
+            d->tp_depth = 0;
+        if (d->tp_depth == d->depth && d->tp_depth > 0)
+            d->rows->time(L, d->rows->ctx, d->tp, d->tplen, k, klen, got == 2);
+        else if (role & UL_JSON_ROLE_TIME)
+            d->rows->time(L, d->rows->ctx, NULL, 0, k, klen, got == 2);
         if (got == 2 && d->in_row) {
             /* null inside a row: the field is absent (over a duplicate too) */
             if (role & UL_JSON_ROLE_THE_ID)

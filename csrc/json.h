@@ -38,12 +38,18 @@
 #define UL_JSON_ROLE_THE_ID 8 /* the key "id": the row's identity */
 #define UL_JSON_ROLE_ID_LIST 16 /* an id list: decoded as sent (no nulls out) */
 #define UL_JSON_ROLE_NEST 32    /* where a nested path starts */
+#define UL_JSON_ROLE_TIME 64    /* a time's source: `time` is told its value */
+#define UL_JSON_ROLE_TPARENT 128 /* holds time sources: `time` is told its fields' */
 
 typedef struct {
     const char *path[4];
     int n;
     int (*row)(lua_State *L, void *ctx, int idx, int i, int had);
     int (*role)(lua_State *L, void *ctx, const char *key, size_t len);
+    /* a TIME key's value (parent NULL), or a field of a TPARENT key's object,
+     * is on top (or was null); a TPARENT key's value begins (key NULL) */
+    void (*time)(lua_State *L, void *ctx, const char *parent, size_t plen, const char *key,
+                 size_t klen, int null);
     void *ctx;
     int extra;
     int deep_ints;

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#define TIMES_MAX 4 /* time entries, */
+#define TSRC_MAX 4  /* and sources of each, that the decoder can read */
+
 /* Stack slots of one shape call: the spec's arrays (0 when absent). */
 typedef struct {
     int null, ids, id_lists, ints, nums, copy, sums, times, picks, nested, numbers;
@@ -25,6 +28,23 @@ typedef struct {
     int warn;    /* slot: nil, or {field = message} of this call's first warnings */
     lua_Number naive_off, shift;
     int int_offsets; /* both offsets are whole: whole times stay integers */
+    /* Times read by the decoder as it goes (times_fast): each entry's
+     * sources, a top-level field a, or field b of the object at a (the
+     * strings are the spec's), and what this row gave for each. */
+    int times_fast, ntimes;
+    struct {
+        int n;
+        struct {
+            const char *a, *b;
+            size_t alen, blen;
+        } src[TSRC_MAX];
+    } tent[TIMES_MAX];
+    struct {
+        int st; /* 0 absent, 1 read (secs, frac, zoned), 2 there but no time */
+        int zoned;
+        long long secs;
+        lua_Number frac;
+    } tval[TIMES_MAX][TSRC_MAX];
 } shape_t;
 
 /* ---------------------------------------------------------------- values */
@@ -212,6 +232,9 @@ static int parse_iso(lua_State *L, const char *s, size_t n, long long *secs, lua
     return 1;
 }
 
+static void push_parsed(lua_State *L, const shape_t *sh, long long secs, lua_Number frac,
+                        int zoned);
+
 /* Pushes the time number of the value at idx, or nil. */
 static void push_time(lua_State *L, const shape_t *sh, int idx)
 {
@@ -229,6 +252,13 @@ static void push_time(lua_State *L, const shape_t *sh, int idx)
         lua_pushnil(L);
         return;
     }
+    push_parsed(L, sh, secs, frac, zoned);
+}
+
+/* Pushes the time number of what parse_iso read. */
+static void push_parsed(lua_State *L, const shape_t *sh, long long secs, lua_Number frac,
+                        int zoned)
+{
     if (frac == 0 && sh->int_offsets) {
         long long t = secs + (long long)sh->shift - (zoned ? 0 : (long long)sh->naive_off);
         ul_pushint(L, t);
@@ -495,6 +525,32 @@ static void times(lua_State *L, int u, const shape_t *sh)
     }
 }
 
+/* times, from what the decoder told of this row's sources (times_fast):
+ * the same as times(), without looking anything up. Forgets the row. */
+static void times_read(lua_State *L, int u, shape_t *sh)
+{
+    int e, j;
+    for (e = 0; e < sh->ntimes; e++) {
+        int got = -1;
+        for (j = 0; j < sh->tent[e].n && got < 0; j++)
+            if (sh->tval[e][j].st != 0)
+                got = j;
+        lua_rawgeti(L, sh->times, e + 1);
+        lua_rawgeti(L, -1, 1);
+        if (got >= 0 && sh->tval[e][got].st == 1) {
+            push_parsed(L, sh, sh->tval[e][got].secs, sh->tval[e][got].frac,
+                        sh->tval[e][got].zoned);
+        } else {
+            lua_pushnil(L);
+            if (got >= 0)
+                mark_bad(L, sh, lua_gettop(L) - 1); /* by its dest: the checks look */
+        }
+        lua_rawset(L, u);
+        lua_pop(L, 1);
+    }
+    memset(sh->tval, 0, sizeof sh->tval);
+}
+
 /* picks: arrays {dest, field, subfield}: dest = u[field][subfield] when
  * that is a string; otherwise dest is left as it is. */
 static void picks(lua_State *L, int u, int list)
@@ -706,6 +762,8 @@ static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive
     sh->int_offsets = naive_off == floor(naive_off) && shift == floor(shift) &&
                       fabs(naive_off) < 1e15 && fabs(shift) < 1e15;
     sh->lenient = lenient;
+    sh->times_fast = sh->ntimes = 0;
+    memset(sh->tval, 0, sizeof sh->tval);
     luaL_checkstack(L, 32, "core.shape"); /* the spec's slots and a row's work */
     lua_pushnil(L);
     sh->warn = lua_gettop(L);
@@ -759,7 +817,10 @@ static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
     }
     copies(L, u, sh);
     sums(L, u, sh->sums);
-    times(L, u, sh);
+    if (sh->times_fast && had >= 0 && (had & UL_JSON_ROLES))
+        times_read(L, u, sh);
+    else
+        times(L, u, sh);
     picks(L, u, sh->picks);
     if (!(had >= 0 && (had & UL_JSON_ROLES)) || (had & UL_JSON_HAD_NEST) || sh->nest_always)
         nested(L, u, sh->nested);
@@ -823,6 +884,122 @@ static int in_list(lua_State *L, int list, const char *key, size_t len)
     return found;
 }
 
+static int nest_root(lua_State *L, int nested, const char *key, size_t len);
+
+/* Whether the string at idx is key. */
+static int is_key(lua_State *L, int idx, const char *key, size_t len)
+{
+    size_t l;
+    const char *s = lua_tolstring(L, idx, &l);
+    return s != NULL && l == len && memcmp(s, key, len) == 0;
+}
+
+static int same(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return a != NULL && b != NULL && alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* Whether field `key` has a part in the shape other than being a time's
+ * source: then the decoder cannot read the times alone. */
+static int other_part(lua_State *L, const shape_t *sh, const char *key, size_t len)
+{
+    int e, n = (int)ul_rawlen(L, sh->times);
+    if (in_list(L, sh->ids, key, len) || in_list(L, sh->ints, key, len) ||
+        in_list(L, sh->nums, key, len) || in_list(L, sh->id_lists, key, len) ||
+        nest_root(L, sh->nested, key, len) || written(L, sh, key))
+        return 1;
+    for (e = 1; e <= n; e++) { /* the dest of a time: the next entry would see it */
+        int hit;
+        lua_rawgeti(L, sh->times, e);
+        lua_rawgeti(L, -1, 1);
+        hit = is_key(L, -1, key, len);
+        lua_pop(L, 2);
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+/* Reads the spec's times into sh->tent, for the decoder to read them as
+ * it goes (sh->times_fast), when they are simple enough: at most
+ * TIMES_MAX entries of TSRC_MAX sources, each source a field or a field of
+ * a field, and no source with another part in the shape. */
+static void times_compile(lua_State *L, shape_t *sh)
+{
+    int e, j, n = sh->times ? (int)ul_rawlen(L, sh->times) : 0, ok = n > 0 && n <= TIMES_MAX;
+    for (e = 0; e < n && ok; e++) {
+        int m;
+        lua_rawgeti(L, sh->times, e + 1);
+        m = lua_istable(L, -1) ? (int)ul_rawlen(L, -1) - 1 : -1;
+        ok = m >= 0 && m <= TSRC_MAX;
+        sh->tent[e].n = ok ? m : 0;
+        for (j = 0; j < m && ok; j++) {
+            lua_rawgeti(L, -1, j + 2);
+            sh->tent[e].src[j].b = NULL;
+            sh->tent[e].src[j].blen = 0;
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                sh->tent[e].src[j].a = lua_tolstring(L, -1, &sh->tent[e].src[j].alen);
+            } else if (lua_istable(L, -1)) {
+                lua_rawgeti(L, -1, 1);
+                lua_rawgeti(L, -2, 2);
+                /* strings of the spec, which stays on the stack: they outlive this */
+                sh->tent[e].src[j].a = lua_type(L, -2) == LUA_TSTRING
+                                           ? lua_tolstring(L, -2, &sh->tent[e].src[j].alen) : NULL;
+                sh->tent[e].src[j].b = lua_type(L, -1) == LUA_TSTRING
+                                           ? lua_tolstring(L, -1, &sh->tent[e].src[j].blen) : NULL;
+                ok = sh->tent[e].src[j].a != NULL && sh->tent[e].src[j].b != NULL;
+                lua_pop(L, 2);
+            } else {
+                ok = 0;
+            }
+            ok = ok && !other_part(L, sh, sh->tent[e].src[j].a, sh->tent[e].src[j].alen);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    sh->ntimes = ok ? n : 0;
+    sh->times_fast = ok;
+}
+
+/* The decoder telling what a row gave for a time's source. */
+static void time_hook(lua_State *L, void *ctx, const char *parent, size_t plen, const char *key,
+                      size_t klen, int null)
+{
+    shape_t *sh = &((rows_ctx *)ctx)->sh;
+    int e, j, read = 0, st = 0, zoned = 0;
+    long long secs = 0;
+    lua_Number frac = 0;
+    for (e = 0; e < sh->ntimes; e++) {
+        for (j = 0; j < sh->tent[e].n; j++) {
+            const char *a = sh->tent[e].src[j].a, *b = sh->tent[e].src[j].b;
+            size_t alen = sh->tent[e].src[j].alen, blen = sh->tent[e].src[j].blen;
+            if (key == NULL) { /* parent's value begins: its fields are not there yet */
+                if (b != NULL && same(a, alen, parent, plen))
+                    sh->tval[e][j].st = 0;
+                continue;
+            }
+            if (parent != NULL ? !(b != NULL && same(a, alen, parent, plen) &&
+                                   same(b, blen, key, klen))
+                               : !(b == NULL && same(a, alen, key, klen)))
+                continue;
+            if (!null && !read) {
+                read = 1;
+                st = 2;
+                if (lua_type(L, -1) == LUA_TSTRING) {
+                    size_t n;
+                    const char *s = lua_tolstring(L, -1, &n);
+                    if (parse_iso(L, s, n, &secs, &frac, &zoned))
+                        st = 1;
+                }
+            }
+            sh->tval[e][j].st = null ? 0 : st;
+            sh->tval[e][j].secs = secs;
+            sh->tval[e][j].frac = frac;
+            sh->tval[e][j].zoned = zoned;
+        }
+    }
+}
+
 /* Whether one of the nested paths starts at key. */
 static int nest_root(lua_State *L, int nested, const char *key, size_t len)
 {
@@ -855,6 +1032,13 @@ static int role_hook(lua_State *L, void *ctx, const char *key, size_t len)
         r |= UL_JSON_ROLE_ID_LIST;
     if (nest_root(L, sh->nested, key, len))
         r |= UL_JSON_ROLE_NEST;
+    if (sh->times_fast) {
+        int e, j;
+        for (e = 0; e < sh->ntimes; e++)
+            for (j = 0; j < sh->tent[e].n; j++)
+                if (same(sh->tent[e].src[j].a, sh->tent[e].src[j].alen, key, len))
+                    r |= sh->tent[e].src[j].b != NULL ? UL_JSON_ROLE_TPARENT : UL_JSON_ROLE_TIME;
+    }
     return r;
 }
 
@@ -865,6 +1049,7 @@ static int shape_hook(lua_State *L, void *ctx, int idx, int i, int had)
     rows_ctx *c = (rows_ctx *)ctx;
     int top = lua_gettop(L);
     if (i == 0) { /* a rows array begins: only the last one counts */
+        memset(c->sh.tval, 0, sizeof c->sh.tval);
         lua_pushnil(L);
         lua_setfield(L, c->outcome, "bad");
         lua_pushnil(L);
@@ -927,8 +1112,10 @@ int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, co
         seg = dot != NULL ? dot + 1 : NULL;
     }
     luaL_argcheck(L, seg == NULL, 1, "the spec's list has more than 4 keys");
+    times_compile(L, &c.sh);
     jr.row = shape_hook;
     jr.role = role_hook;
+    jr.time = time_hook;
     jr.deep_ints = c.sh.deep_ints;
     jr.ctx = &c;
     /* room in each row for the fields the shape adds */

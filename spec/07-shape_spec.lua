@@ -262,19 +262,29 @@ describe("core.decode_body's one pass against decoding, then core.shape", functi
       ints = { "n", "m" }, nums = { "c" }, copy = { { "id", "u", "id" }, { "y", "n" } },
       sums = { { "s", "n", "m" } }, times = { ts = { "a.t", "t" }, te = "e" },
       picks = { { "p", "a", "e" } }, nested = { "a.*.id", "a.b.id", "l.*.id" } } }
+    -- times the decoder reads as it goes: sources at the top and one level down
+    out[#out + 1] = { name = "times", naive = -7200, shift = 0, spec = norm.shape{
+      list = "rows", ids = { "id" }, ints = { "n" },
+      times = { ts = { "a.t", "t", "b.t" }, te = { "e", "a.e" }, tf = "b.t" },
+      picks = { { "p", "a", "e" } } } }
     return out
   end
 
   local function keys_of(spec)
-    local k = { "id", "x", "other" }
-    for _, list in ipairs{ spec.ids, spec.ints, spec.nums, spec.id_lists } do
-      for _, f in ipairs(list or {}) do k[#k + 1] = f end
+    local k = { "id", "x", "other", times = { "id" }, parents = {} }
+    for _, field in ipairs{ "ids", "ints", "nums", "id_lists" } do
+      for _, f in ipairs(spec[field] or {}) do k[#k + 1] = f end
     end
-    for _, list in ipairs{ spec.copy, spec.sums, spec.picks, spec.times } do
+    for _, field in ipairs{ "copy", "sums", "picks", "times" } do
+      local list = spec[field]
       for _, e in ipairs(list or {}) do
-        for j, f in ipairs(e) do
-          k[#k + 1] = type(f) == "table" and f[1] or f
-          if j == 1 then k[#k + 1] = type(f) == "string" and f or nil end
+        for _, f in ipairs(e) do
+          local names = type(f) == "table" and { f[1], f[2] } or { f }
+          if type(f) == "table" and list == spec.times then k.parents[f[1]] = true end
+          for _, name in ipairs(names) do
+            k[#k + 1] = name
+            if list == spec.times then k.times[#k.times + 1] = name end
+          end
         end
       end
     end
@@ -288,6 +298,8 @@ describe("core.decode_body's one pass against decoding, then core.shape", functi
     '"12"', '"4.5"', '"abc"', '""', '"2025-01-01T05:01:00Z"', '"2025-01-01T05:01:00.250"',
     '"2025-13-01T00:00:00Z"', '"user-0000301"', "12345678901234567890",
   }
+  local TIMES = { '"2025-01-01T05:01:00Z"', '"2025-02-03T04:05:06.5+02:00"', '"2025-01-09 16:21"',
+    '"2025-03-01"', '"2025-02-30T00:00:00Z"', '"yesterday"', '7' }
   local function key(k)
     if rand(12) == 1 then -- the same key, escaped
       return '"' .. k:gsub("^(.)", function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
@@ -300,7 +312,17 @@ describe("core.decode_body's one pass against decoding, then core.shape", functi
     -- rows mostly readable, so that most pages are compared row by row
     if depth == 0 and rand(5) > 1 then parts[1] = '"id":"user-' .. rand(999) .. '"' end
     for _ = 1, rand(0, 7) do
-      parts[#parts + 1] = key(keys[rand(#keys)]) .. ":" .. value(keys, depth + 1)
+      -- half the time a key times are read from: they interact the most
+      local k, v = keys[rand(#keys)], nil
+      if rand(2) == 1 then
+        k = keys.times[rand(#keys.times)]
+        if keys.parents[k] and depth < 2 and rand(3) > 1 then
+          v = object(keys, depth + 1)
+        elseif rand(2) == 1 then
+          v = TIMES[rand(#TIMES)]
+        end
+      end
+      parts[#parts + 1] = key(k) .. ":" .. (v or value(keys, depth + 1))
     end
     return "{" .. table.concat(parts, ",") .. "}"
   end
