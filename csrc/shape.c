@@ -869,23 +869,6 @@ typedef struct {
     int outcome; /* stack slot: {bad = i, message =} for the first row that fails */
 } rows_ctx;
 
-/* The decoder's question: what a row's key is for (ids, ints, nums). */
-static int in_list(lua_State *L, int list, const char *key, size_t len)
-{
-    int i, n = list ? (int)ul_rawlen(L, list) : 0, found = 0;
-    for (i = 1; i <= n && !found; i++) {
-        size_t l;
-        const char *s;
-        lua_rawgeti(L, list, i);
-        s = lua_tolstring(L, -1, &l);
-        found = s != NULL && l == len && memcmp(s, key, len) == 0;
-        lua_pop(L, 1);
-    }
-    return found;
-}
-
-static int nest_root(lua_State *L, int nested, const char *key, size_t len);
-
 /* Whether the string at idx is key. */
 static int is_key(lua_State *L, int idx, const char *key, size_t len)
 {
@@ -893,6 +876,20 @@ static int is_key(lua_State *L, int idx, const char *key, size_t len)
     const char *s = lua_tolstring(L, idx, &l);
     return s != NULL && l == len && memcmp(s, key, len) == 0;
 }
+
+/* The decoder's question: what a row's key is for (ids, ints, nums). */
+static int in_list(lua_State *L, int list, const char *key, size_t len)
+{
+    int i, n = list ? (int)ul_rawlen(L, list) : 0, found = 0;
+    for (i = 1; i <= n && !found; i++) {
+        lua_rawgeti(L, list, i);
+        found = is_key(L, -1, key, len);
+        lua_pop(L, 1);
+    }
+    return found;
+}
+
+static int nest_root(lua_State *L, int nested, const char *key, size_t len);
 
 static int same(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -1005,12 +1002,9 @@ static int nest_root(lua_State *L, int nested, const char *key, size_t len)
 {
     int i, n = nested ? (int)ul_rawlen(L, nested) : 0, found = 0;
     for (i = 1; i <= n && !found; i++) {
-        size_t l;
-        const char *s;
         lua_rawgeti(L, nested, i);
         lua_rawgeti(L, -1, 1);
-        s = lua_tolstring(L, -1, &l);
-        found = s != NULL && l == len && memcmp(s, key, len) == 0;
+        found = is_key(L, -1, key, len);
         lua_pop(L, 2);
     }
     return found;
