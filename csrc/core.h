@@ -35,6 +35,11 @@ int ul_shape(lua_State *L);
  * 1, or nil, err and returns 0. */
 int ul_decode_rows(lua_State *L, const char *data, size_t dlen, int rows_idx, const char *method,
                    const char *url, const char *key);
+/* shape.c: which floats become integers, for json.c to apply as it decodes.
+ * ul_whole_to_int: an ints field's number on top, whole and within int64;
+ * ul_deep_whole: any number under deep_ints, whole and within 2^53. */
+void ul_whole_to_int(lua_State *L);
+int ul_deep_whole(lua_Number v);
 
 #endif
 

@@ -12,10 +12,10 @@
  * up afterwards. */
 #include "json.h"
 #include "compat.h"
+#include "core.h"
 
 #include <lauxlib.h>
 #include <locale.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,7 +275,7 @@ static int string(jd *d, int is_key)
 static void push_float(jd *d, double v)
 {
 #if LUA_VERSION_NUM >= 503
-    if (d->deep && v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
+    if (d->deep && ul_deep_whole(v)) {
         lua_pushinteger(d->L, (lua_Integer)v);
         return;
     }
@@ -460,15 +460,8 @@ static void apply_role(jd *d, int r)
         d->had |= DIRTY;
     if ((r & UL_JSON_ROLE_NEST) && t == LUA_TTABLE)
         d->had |= UL_JSON_HAD_NEST;
-#if LUA_VERSION_NUM >= 503
-    if ((r & UL_JSON_ROLE_INT) && t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (v == floor(v) && v >= -9223372036854775808.0 && v < 9223372036854775808.0) {
-            lua_pop(L, 1);
-            lua_pushinteger(L, (lua_Integer)v);
-        }
-    }
-#endif
+    if (r & UL_JSON_ROLE_INT)
+        ul_whole_to_int(L);
 }
 
 /* path: how many keys of the rows path lead here (-1: off it; -2: a row). */

@@ -77,7 +77,7 @@ static void push_num(lua_State *L, int idx)
 }
 
 /* Replaces the number on top with an integer when it is whole and fits. */
-static void whole_to_int(lua_State *L)
+void ul_whole_to_int(lua_State *L)
 {
 #if LUA_VERSION_NUM >= 503
     if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
@@ -90,6 +90,11 @@ static void whole_to_int(lua_State *L)
 #else
     (void)L;
 #endif
+}
+
+int ul_deep_whole(lua_Number v)
+{
+    return v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0;
 }
 
 /* Pushes the id form of the value at idx: strings as they are, numbers
@@ -301,7 +306,7 @@ static void strip(lua_State *L, int t, const shape_t *sh, int skip)
 #if LUA_VERSION_NUM >= 503
         else if (sh->deep_ints && vt == LUA_TNUMBER && !lua_isinteger(L, -1)) {
             lua_Number v = lua_tonumber(L, -1);
-            if (v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
+            if (ul_deep_whole(v)) {
                 lua_pushvalue(L, -2);
                 lua_pushinteger(L, (lua_Integer)v);
                 lua_rawset(L, t);
@@ -367,7 +372,7 @@ static void convert(lua_State *L, int u, int list, void (*conv)(lua_State *, int
 static void conv_int(lua_State *L, int idx)
 {
     push_num(L, idx);
-    whole_to_int(L);
+    ul_whole_to_int(L);
 }
 
 /* An id list with every element a string (numbers printed whole, others
@@ -712,17 +717,23 @@ static int field(lua_State *L, int spec, const char *name)
     return lua_gettop(L);
 }
 
+/* Whether the string at idx is key. */
+static int is_key(lua_State *L, int idx, const char *key, size_t len)
+{
+    size_t l;
+    const char *s = lua_tolstring(L, idx, &l);
+    return s != NULL && l == len && memcmp(s, key, len) == 0;
+}
+
 /* Whether an entry {dest, ...} of the array at list has dest `name`. */
-static int writes(lua_State *L, int list, const char *name)
+static int writes(lua_State *L, int list, const char *name, size_t len)
 {
     int i, n = list ? (int)ul_rawlen(L, list) : 0, found = 0;
     for (i = 1; i <= n && !found; i++) {
         lua_rawgeti(L, list, i);
         if (lua_istable(L, -1)) {
-            const char *dest;
             lua_rawgeti(L, -1, 1);
-            dest = lua_tostring(L, -1);
-            found = dest != NULL && strcmp(dest, name) == 0;
+            found = is_key(L, -1, name, len);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
@@ -730,10 +741,11 @@ static int writes(lua_State *L, int list, const char *name)
     return found;
 }
 
-static int written(lua_State *L, const shape_t *sh, const char *name)
+/* Whether a copy, sum, time or pick writes the field `name`. */
+static int written(lua_State *L, const shape_t *sh, const char *name, size_t len)
 {
-    return writes(L, sh->copy, name) || writes(L, sh->sums, name) ||
-           writes(L, sh->times, name) || writes(L, sh->picks, name);
+    return writes(L, sh->copy, name, len) || writes(L, sh->sums, name, len) ||
+           writes(L, sh->times, name, len) || writes(L, sh->picks, name, len);
 }
 
 /* Whether a nested path starts with "*" or at a field the shape writes:
@@ -742,11 +754,12 @@ static int nest_always(lua_State *L, const shape_t *sh)
 {
     int i, n = sh->nested ? (int)ul_rawlen(L, sh->nested) : 0, always = 0;
     for (i = 1; i <= n && !always; i++) {
+        size_t len;
         const char *root;
         lua_rawgeti(L, sh->nested, i);
         lua_rawgeti(L, -1, 1);
-        root = lua_tostring(L, -1);
-        always = root == NULL || strcmp(root, "*") == 0 || written(L, sh, root);
+        root = lua_tolstring(L, -1, &len);
+        always = root == NULL || strcmp(root, "*") == 0 || written(L, sh, root, len);
         lua_pop(L, 2);
     }
     return always;
@@ -781,7 +794,7 @@ static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive
     sh->picks = field(L, spec_idx, "picks");
     sh->nested = field(L, spec_idx, "nested");
     sh->numbers = field(L, spec_idx, "numbers");
-    sh->id_written = written(L, sh, "id");
+    sh->id_written = written(L, sh, "id", 2);
     sh->nest_always = nest_always(L, sh);
     lua_getfield(L, spec_idx, "deep_ints");
     sh->deep_ints = lua_toboolean(L, -1);
@@ -797,7 +810,8 @@ static void shape_init(lua_State *L, shape_t *sh, int spec_idx, lua_Number naive
 static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
 {
     int top = lua_gettop(L);
-    int clean = had >= 0 && (had & UL_JSON_CLEAN); /* ids and figures final */
+    int decoded = had >= 0 && (had & UL_JSON_ROLES); /* the decoder saw its keys */
+    int clean = decoded && (had & UL_JSON_CLEAN);      /* ids and figures final */
     if (lua_type(L, u) != LUA_TTABLE) {
         lua_pushliteral(L, "is not an object");
         return 1;
@@ -817,12 +831,12 @@ static int shape_row(lua_State *L, shape_t *sh, int u, int i, int had)
     }
     copies(L, u, sh);
     sums(L, u, sh->sums);
-    if (sh->times_fast && had >= 0 && (had & UL_JSON_ROLES))
+    if (sh->times_fast && decoded)
         times_read(L, u, sh);
     else
         times(L, u, sh);
     picks(L, u, sh->picks);
-    if (!(had >= 0 && (had & UL_JSON_ROLES)) || (had & UL_JSON_HAD_NEST) || sh->nest_always)
+    if (!decoded || (had & UL_JSON_HAD_NEST) || sh->nest_always)
         nested(L, u, sh->nested);
     if (check_row(L, u, sh, i, clean && (had & UL_JSON_HAD_ID) && !sh->id_written))
         return 1;
@@ -869,14 +883,6 @@ typedef struct {
     int outcome; /* stack slot: {bad = i, message =} for the first row that fails */
 } rows_ctx;
 
-/* Whether the string at idx is key. */
-static int is_key(lua_State *L, int idx, const char *key, size_t len)
-{
-    size_t l;
-    const char *s = lua_tolstring(L, idx, &l);
-    return s != NULL && l == len && memcmp(s, key, len) == 0;
-}
-
 /* The decoder's question: what a row's key is for (ids, ints, nums). */
 static int in_list(lua_State *L, int list, const char *key, size_t len)
 {
@@ -900,21 +906,10 @@ static int same(const char *a, size_t alen, const char *b, size_t blen)
  * source: then the decoder cannot read the times alone. */
 static int other_part(lua_State *L, const shape_t *sh, const char *key, size_t len)
 {
-    int e, n = (int)ul_rawlen(L, sh->times);
-    if (in_list(L, sh->ids, key, len) || in_list(L, sh->ints, key, len) ||
-        in_list(L, sh->nums, key, len) || in_list(L, sh->id_lists, key, len) ||
-        nest_root(L, sh->nested, key, len) || written(L, sh, key))
-        return 1;
-    for (e = 1; e <= n; e++) { /* the dest of a time: the next entry would see it */
-        int hit;
-        lua_rawgeti(L, sh->times, e);
-        lua_rawgeti(L, -1, 1);
-        hit = is_key(L, -1, key, len);
-        lua_pop(L, 2);
-        if (hit)
-            return 1;
-    }
-    return 0;
+    /* written: a time's dest too, which the next entry would see */
+    return in_list(L, sh->ids, key, len) || in_list(L, sh->ints, key, len) ||
+           in_list(L, sh->nums, key, len) || in_list(L, sh->id_lists, key, len) ||
+           nest_root(L, sh->nested, key, len) || written(L, sh, key, len);
 }
 
 /* Reads the spec's times into sh->tent, for the decoder to read them as
