@@ -44,7 +44,7 @@ build = {
     ["userlist.cli"] = "lua/userlist/cli.lua",
     ["userlist.core"] = {
       sources = {
-        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/session.c", "csrc/shape.c",
+        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/multi.c", "csrc/session.c", "csrc/shape.c",
       },
       libraries = { "curl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },

@@ -29,11 +29,18 @@ local QUERIES = {
   usertour = { limit = 100 },
 }
 
-local function client(name, n, concurrency)
+local function client(name, n, concurrency, thread)
   local base = name == "openlayer" and BASE .. "/v1" or BASE
   return userlist[name]{ api_key = R.KEYS[name], base_url = base, concurrency = concurrency,
-    headers = { ["X-Emu-Users"] = tostring(n) } }
+    headers = { ["X-Emu-Users"] = tostring(n) }, transfer_thread = thread }
 end
+
+-- The userlist listings timed: concurrency 4 and 1 with the defaults (the
+-- blocking engine's transfer thread), and 4 driven by the caller alone.
+local RUNS = {
+  { 4, nil, "concurrency 4" }, { 1, nil, "concurrency 1" },
+  { 4, false, "concurrency 4, no transfer thread" },
+}
 
 local function rows_of(name, body)
   if name == "helicone" then return body.data.users end
@@ -43,8 +50,8 @@ local function rows_of(name, body)
 end
 
 -- userlist: every user of the listing. @return rows, seconds
-local function run_userlist(name, n, concurrency)
-  local c = client(name, n, concurrency)
+local function run_userlist(name, n, concurrency, thread)
+  local c = client(name, n, concurrency, thread)
   local rows = 0
   local t0 = core.now()
   for _ in c:users(QUERIES[name]) do rows = rows + 1 end
@@ -246,11 +253,10 @@ if mode == "loopback" then
     assert(srows == want)
     row(name, "the same, then the common shape (the provider's parse), in memory", srows,
       ssecs, bytes, ("%.2fx the decoder"):format(ssecs / dsecs))
-    for _, c in ipairs{ 4, 1 } do
-      local rows, secs = run_userlist(name, n, c)
+    for _, run in ipairs(RUNS) do
+      local rows, secs = run_userlist(name, n, run[1], run[2])
       assert(rows == want, name .. ": userlist listed " .. rows)
-      row(name, ("userlist, concurrency %d"):format(c), rows, secs, bytes,
-        ("%.2fx the decoder"):format(secs / dsecs))
+      row(name, "userlist, " .. run[3], rows, secs, bytes, ("%.2fx the decoder"):format(secs / dsecs))
     end
     local rows, secs = run_luasocket(name, n)
     assert(rows == want, name .. ": luasocket listed " .. rows)
@@ -282,12 +288,12 @@ elseif mode == "delay" then
     row(name, ("decoder's limit: cjson.decode of the same bodies (%d pages)"):format(np), drows,
       dsecs, bytes, ("%.2fx pages x delay / 4"):format(dsecs / ideal))
     local c4
-    for _, c in ipairs{ 4, 1 } do
-      local rows, secs = run_userlist(name, n, c)
+    for _, run in ipairs(RUNS) do
+      local rows, secs = run_userlist(name, n, run[1], run[2])
       assert(rows == want)
       c4 = c4 or secs
-      row(name, ("userlist, concurrency %d (%d pages)"):format(c, np), rows, secs, bytes,
-        c == 4 and ("%.2fx pages x delay / 4%s"):format(secs / ideal, cursor
+      row(name, ("userlist, %s (%d pages)"):format(run[3], np), rows, secs, bytes,
+        run[1] == 4 and ("%.2fx pages x delay / 4%s"):format(secs / ideal, cursor
           and ("; %.2fx pages x delay (a cursor chain)"):format(secs / ideal / 4) or "") or "")
     end
     local rows, secs = run_luasocket(name, n)

@@ -4,15 +4,17 @@
  * Lifetime rule: everything a request allocates (URL handle, header list,
  * buffers) hangs off the session userdata, so a Lua error raised at any point
  * cannot leak it; the next request or close() frees it. No Lua code runs
- * while libcurl works: it is driven by curl_multi_perform(), either to the
- * end (request, which waits in curl_multi_poll) or one non-blocking step at
- * a time (start + step, for callers that must yield between steps, such as
- * nginx workers). */
+ * while libcurl works. The session's multi handle (multi.c) drives it:
+ * either a transfer thread of its own (transfer_thread = true: the blocking
+ * engine, whose next pages arrive while Lua shapes this one), or the caller,
+ * to the end (request) or one non-blocking step at a time (start + step,
+ * for callers that must yield between steps, such as nginx workers). */
 #include "core.h"
 #include "compat.h"
 #include "buffer.h"
 #include "body.h"
 #include "headers.h"
+#include "multi.h"
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -25,18 +27,11 @@
 #define HEADER_LIMIT (256 * 1024)  /* response headers are small; cap them */
 #define KEEP_BUFFER (1024 * 1024)  /* keep up to this much buffer between requests */
 
-/* A multi handle shared by sessions opened together (core.session(opts,
- * other)): their transfers run side by side and share one connection cache.
- * Reference-counted in C, so sessions can be closed or collected in any
- * order; the last one frees it. */
-typedef struct {
-    CURLM *handle;
-    int refs;
-} ul_multi;
-
 typedef struct {
     CURL *easy;
-    ul_multi *m; /* drives the easy handle; its connection cache is the session's */
+    ul_multi *m; /* drives the easy handle (multi.c); shared by sessions opened
+                    together (core.session(opts, other)), whose transfers run
+                    side by side on one connection cache */
     CURLU *url;
     struct curl_slist *hdrs;
     ul_buffer body, head, query;
@@ -45,13 +40,12 @@ typedef struct {
     double connect_timeout, timeout, low_speed_time;
     long low_speed_limit, max_redirects;
     curl_off_t max_size;
-    int verify, follow, allow_insecure_http;
+    int verify, follow, allow_insecure_http, thread;
     char *cafile, *capath, *proxy;
     /* per transfer */
     int too_large, oom;
     int active;  /* the easy handle is in the multi handle */
-    int done;    /* ... and its transfer has ended with rc */
-    CURLcode rc;
+    ul_xfer x;   /* ... and whether its transfer has ended, with what */
     int pending; /* registry ref of {method, url, key, body, decode} while a
                     transfer runs: keeps the strings libcurl points at alive */
 } ul_session;
@@ -152,9 +146,9 @@ static void free_request(ul_session *s)
 static void stop_transfer(lua_State *L, ul_session *s)
 {
     if (s->active) {
-        curl_multi_remove_handle(s->m->handle, s->easy); /* drops its messages too */
+        ul_multi_remove(s->m, s->easy);
         s->active = 0;
-        s->done = 0;
+        s->x.done = 0;
     }
     if (s->pending != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->pending);
@@ -175,10 +169,8 @@ static int session_close(lua_State *L)
         curl_easy_cleanup(s->easy);
         s->easy = NULL;
     }
-    if (s->m && --s->m->refs == 0) {
-        curl_multi_cleanup(s->m->handle);
-        free(s->m);
-    }
+    if (s->m)
+        ul_multi_unref(s->m); /* the last one stops the transfer thread */
     s->m = NULL;
     free(s->cafile);
     free(s->capath);
@@ -225,21 +217,15 @@ int ul_session_new(lua_State *L)
     s->cafile = opt_strdup(L, t, "cafile");
     s->capath = opt_strdup(L, t, "capath");
     s->proxy = opt_strdup(L, t, "proxy");
+    s->thread = opt_bool(L, t, "transfer_thread", 0);
     s->easy = curl_easy_init();
     if (s->easy == NULL)
         return luaL_error(L, "curl_easy_init failed");
     if (share != NULL) {
         s->m = share->m;
-        s->m->refs++;
-    } else {
-        ul_multi *m = malloc(sizeof *m);
-        if (m == NULL)
-            return luaL_error(L, "out of memory");
-        m->handle = curl_multi_init();
-        m->refs = 1;
-        s->m = m;
-        if (m->handle == NULL)
-            return luaL_error(L, "curl_multi_init failed");
+        ul_multi_ref(s->m);
+    } else if ((s->m = ul_multi_new(s->thread)) == NULL) {
+        return luaL_error(L, "curl_multi_init failed");
     }
     return 1;
 }
@@ -804,6 +790,8 @@ static int prepare(lua_State *L, ul_session *s)
     curl_easy_setopt(s->easy, CURLOPT_MAXREDIRS, s->max_redirects);
     curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->easy, CURLOPT_PREREQFUNCTION, ul_xfer_prereq);
+    curl_easy_setopt(s->easy, CURLOPT_PREREQDATA, &s->x);
     curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
     if (strcmp(method, "GET") == 0) {
@@ -838,9 +826,7 @@ static int prepare(lua_State *L, ul_session *s)
     lua_getfield(L, 2, "rows"); /* a page: its rows shaped as they are decoded */
     lua_setfield(L, -2, "rows");
     s->pending = luaL_ref(L, LUA_REGISTRYINDEX);
-    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)s);
-    s->done = 0;
-    if (curl_multi_add_handle(s->m->handle, s->easy) != CURLM_OK) {
+    if (ul_multi_add(s->m, s->easy, &s->x) != 0) {
         stop_transfer(L, s);
         return luaL_error(L, "curl_multi_add_handle failed");
     }
@@ -976,34 +962,6 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
     return 1;
 }
 
-/* One non-blocking round of libcurl's work for every transfer of the shared
- * multi handle; each that ended is marked done in its own session. Returns
- * 1 and sets *rc when s's transfer has ended, 0 while it runs; -1 on a
- * multi-handle failure. */
-static int advance(ul_session *s, CURLcode *rc)
-{
-    int running, left;
-    CURLMsg *msg;
-    CURLMcode mc = curl_multi_perform(s->m->handle, &running);
-    if (mc != CURLM_OK)
-        return -1;
-    while ((msg = curl_multi_info_read(s->m->handle, &left)) != NULL) {
-        char *owner = NULL;
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &owner);
-        if (owner != NULL) {
-            ul_session *t = (ul_session *)(void *)owner;
-            t->done = 1;
-            t->rc = msg->data.result;
-        }
-    }
-    if (!s->done)
-        return 0;
-    *rc = s->rc;
-    return 1;
-}
-
 static int multi_failed(lua_State *L, ul_session *s)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending);
@@ -1023,17 +981,12 @@ static int multi_failed(lua_State *L, ul_session *s)
 static int session_request(lua_State *L)
 {
     ul_session *s = check_session(L);
-    CURLcode rc = CURLE_OK;
-    int n = prepare(L, s), done;
+    int n = prepare(L, s);
     if (n)
         return n;
-    while ((done = advance(s, &rc)) == 0) {
-        if (curl_multi_poll(s->m->handle, NULL, 0, 1000, NULL) != CURLM_OK)
-            return multi_failed(L, s);
-    }
-    if (done < 0)
+    if (ul_multi_finish(s->m, &s->x) < 0)
         return multi_failed(L, s);
-    return finish(L, s, rc);
+    return finish(L, s, s->x.rc);
 }
 
 /* session:start{...}: the same request, begun without waiting.
@@ -1055,33 +1008,34 @@ static int session_start(lua_State *L)
 static int session_step(lua_State *L)
 {
     ul_session *s = check_session(L);
-    CURLcode rc = CURLE_OK;
     int done;
-    long ms = -1;
+    double hint;
     if (!s->active)
         return luaL_error(L, "no transfer in progress (start one first)");
-    done = advance(s, &rc);
+    done = ul_multi_step(s->m, &s->x);
     if (done < 0)
         return multi_failed(L, s);
     if (done)
-        return finish(L, s, rc);
+        return finish(L, s, s->x.rc);
     lua_pushboolean(L, 0);
-    if (curl_multi_timeout(s->m->handle, &ms) == CURLM_OK && ms >= 0)
-        lua_pushnumber(L, (lua_Number)ms / 1000);
+    hint = ul_multi_timeout(s->m);
+    if (hint >= 0)
+        lua_pushnumber(L, (lua_Number)hint);
     else
         lua_pushnil(L);
     return 2;
 }
 
 /* session:wait([seconds]): blocks until one of the shared multi handle's
- * transfers can make progress, or seconds pass (default: libcurl's own next
- * deadline, at most 1 s). For callers driving several sessions with step(). */
+ * transfers can make progress (with a transfer thread: has ended since this
+ * session's last step), or seconds pass (default 1). For callers driving
+ * sessions with step(). */
 static int session_wait(lua_State *L)
 {
     ul_session *s = check_session(L);
     double secs = luaL_optnumber(L, 2, 1);
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 2, "seconds must be between 0 and 86400");
-    if (curl_multi_poll(s->m->handle, NULL, 0, (int)(secs * 1000), NULL) != CURLM_OK)
+    if (ul_multi_wait(s->m, &s->x, secs) != 0)
         return luaL_error(L, "curl_multi_poll failed");
     return 0;
 }
@@ -1103,9 +1057,17 @@ static int session_sent(lua_State *L)
 {
     ul_session *s = check_session(L);
     long n = 0;
-    if (s->active)
+    int sent;
+    if (!s->active) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    sent = ul_multi_sent(s->m, &s->x); /* a transfer thread owns the handle */
+    if (sent < 0) {
         curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &n);
-    lua_pushboolean(L, s->active && (s->done || n > 0));
+        sent = n > 0 || s->x.done;
+    }
+    lua_pushboolean(L, sent);
     return 1;
 }
 

@@ -65,23 +65,27 @@ describe("pages fetched ahead", function()
 
   for _, L in ipairs(LISTINGS) do
     describe(L.name, function()
-      it("lists every user once and in order, pages of 10 answered after 50 ms each", function()
-        emu.config{ delay_ms = 50 }
-        local n = 95
-        local want = expected(L, n)
-        assert.same(want, list(L, client(L, n), 10))
-        local st = emu.stats()
-        local pages = math.floor(#want / 10) + 1
-        if L.cursor then
-          -- one ahead at a time, as each cursor comes from the page before
-          assert.equal(1, st.max_in_flight)
-          assert.equal(pages, st.requests)
-        else
-          assert.equal(4, st.max_in_flight)
-          assert.is_true(st.requests >= pages and st.requests <= pages + 4,
-            ("%d requests for %d pages"):format(st.requests, pages))
-        end
-      end)
+      -- the blocking engine's transfer thread, and the caller's own driving
+      for _, threaded in ipairs{ true, false } do
+        it("lists every user once and in order, pages of 10 answered after 50 ms each"
+            .. (threaded and "" or ", without a transfer thread"), function()
+          emu.config{ delay_ms = 50 }
+          local n = 95
+          local want = expected(L, n)
+          assert.same(want, list(L, client(L, n, { transfer_thread = threaded }), 10))
+          local st = emu.stats()
+          local pages = math.floor(#want / 10) + 1
+          if L.cursor then
+            -- one ahead at a time, as each cursor comes from the page before
+            assert.equal(1, st.max_in_flight)
+            assert.equal(pages, st.requests)
+          else
+            assert.equal(4, st.max_in_flight)
+            assert.is_true(st.requests >= pages and st.requests <= pages + 4,
+              ("%d requests for %d pages"):format(st.requests, pages))
+          end
+        end)
+      end
 
       it("has asked for what comes next while the caller still reads the first page", function()
         local it_ = client(L, 95):pages(L.query(10))

@@ -192,6 +192,13 @@ describe("inside nginx (one worker)", function()
     assert_complete(list(app, "provider=openlayer&engine=blocking"))
   end)
 
+  it("runs no transfer thread in a worker: refused with the nginx engine, opt-in with blocking", function()
+    local r = list(app, "provider=openlayer&thread=1")
+    assert.matches("bad option 'transfer_thread' (the nginx engine runs no threads)", r.error.text, 1, true)
+    assert_complete(list(app, "provider=openlayer&engine=blocking&thread=1"))
+    assert_complete(list(app, "provider=openlayer&engine=nginx&thread=0"))
+  end)
+
   it("runs 50 concurrent listings, each page answered after 1 s, while /ping answers in < 50 ms", function()
     emu.config{ delay_ms = 1000 }
     local queries = {}

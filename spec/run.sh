@@ -2,7 +2,8 @@
 # Runs the busted specs once per Lua ABI given (default: 5.4 luajit) against
 # the emulator whose address is in USERLIST_EMU_HTTP (spec/emulator/run exec
 # sets it), then prints one closing line: "specs: N passed, N failed".
-# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file instead of all;
+# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file (or a list of
+# them, separated by spaces) instead of all;
 # USERLIST_BUILD=build/asan loads the core from another build tree, and
 # USERLIST_WRAP="valgrind ..." runs busted under a wrapper (make check-mem).
 set -u
@@ -24,7 +25,7 @@ for abi in "$@"; do
   echo "== busted on $($lua -v 2>&1 | head -1)"
   out=$(mktemp)
   # busted's own status (or the wrapper's: valgrind, ASan) survives the pipe
-  { ${USERLIST_WRAP:-} $lua /usr/bin/busted --run="$abi" -o utfTerminal "${USERLIST_SPEC:-spec}"; \
+  { ${USERLIST_WRAP:-} $lua /usr/bin/busted --run="$abi" -o utfTerminal ${USERLIST_SPEC:-spec}; \
     echo $? >"$out.rc"; } 2>&1 | tee "$out"
   if [ "$(cat "$out.rc")" != 0 ]; then
     echo "busted on $abi exited with status $(cat "$out.rc")" >&2; status=1

@@ -18,7 +18,7 @@ local SESSION_OPTIONS = {
   timeout = "number", connect_timeout = "number", low_speed_limit = "number",
   low_speed_time = "number", max_size = "number", verify = "boolean", cafile = "string",
   capath = "string", proxy = "string", follow_redirects = "boolean", max_redirects = "number",
-  allow_insecure_http = "boolean",
+  allow_insecure_http = "boolean", transfer_thread = "boolean",
 }
 local CLIENT_OPTIONS = {
   api_key = "string", base_url = "string", headers = "table", max_retries = "number",
@@ -480,6 +480,14 @@ function M.define(def)
       error(("userlist.%s: bad option 'engine' (nginx needs OpenResty or ngx_lua)"):format(def.name), 2)
     end
     self._engine = engine
+    -- the blocking engine receives the next pages on a thread while Lua
+    -- shapes this one; nginx's worker runs no threads of ours
+    if opts.transfer_thread and engine == "nginx" then
+      error(("userlist.%s: bad option 'transfer_thread' (the nginx engine runs no threads)")
+        :format(def.name), 2)
+    end
+    session_options.transfer_thread = engine == "blocking" and opts.transfer_thread ~= false
+      and (opts.transfer_thread or not ngx_api())
     self._sleep = opts.sleep or (engine == "nginx" and nginx_sleep or core.sleep)
     for _, name in ipairs{ "max_retry_wait", "deadline", "loading_timeout" } do
       local v = opts[name]

@@ -46,6 +46,7 @@ local function client_for(name, args, on_event)
   end
   if args.timeout then o.timeout = tonumber(args.timeout) end
   if args.engine then o.engine = args.engine end
+  if args.thread then o.transfer_thread = args.thread == "1" end
   local make = PROVIDERS[name]
   if not make then error("unknown provider " .. tostring(name)) end
   return make(o)

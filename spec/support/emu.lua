@@ -56,7 +56,12 @@ function M.faults(path, list) return M.post("/_emu/faults", { path = path, fault
 -- run they keep AddressSanitizer but not LeakSanitizer, whose tracer
 -- crashes now and then at a child's exit here ("Tracer caught signal 11");
 -- the suite's own process, running the same core, keeps the leak check.
-M.child_env = os.getenv("ASAN_OPTIONS") and "ASAN_OPTIONS=detect_leaks=0:exitcode=23" or ""
+-- Under ThreadSanitizer (make check-tsan) the suite runs in its own
+-- executable: a child, a plain Lua, loads the plain core.
+local plain_cpath = (os.getenv("LUA_CPATH") or ""):gsub("build/tsan/", "build/")
+M.child_env = os.getenv("ASAN_OPTIONS") and "ASAN_OPTIONS=detect_leaks=0:exitcode=23"
+  or os.getenv("TSAN_OPTIONS") and ("LUA_CPATH='" .. plain_cpath .. "'")
+  or ""
 
 -- Arthur's rows for task-1 among users 1..n, ascending, as "user/task-1"
 -- keys (its listing has one row per (user, task) pair).
