@@ -1,10 +1,11 @@
 /* The multi handle of a group of sessions, and the transfer thread.
  *
- * Unthreaded (the nginx engine, and sessions opened without
- * transfer_thread), the caller drives libcurl: step() does one non-blocking
- * round, finish() rounds and polls until its transfer ends.
+ * Unthreaded (the default, and always with the nginx engine), the caller
+ * drives libcurl: step() does one non-blocking round, finish() rounds and
+ * polls until its transfer ends; meanwhile what arrives waits in the
+ * kernel's socket buffers.
  *
- * Threaded (the blocking engine), a thread of the multi handle's own runs
+ * Threaded (transfer_thread = true), a thread of the multi handle's own runs
  * curl_multi_perform and curl_multi_poll, so responses keep arriving while
  * Lua decodes and shapes a page. libcurl allows one thread at a time on a
  * multi handle and its easy handles, so the lock `mu` guards both: the

@@ -5,8 +5,8 @@
  * buffers) hangs off the session userdata, so a Lua error raised at any point
  * cannot leak it; the next request or close() frees it. No Lua code runs
  * while libcurl works. The session's multi handle (multi.c) drives it:
- * either a transfer thread of its own (transfer_thread = true: the blocking
- * engine, whose next pages arrive while Lua shapes this one), or the caller,
+ * either a transfer thread of its own (transfer_thread = true: the pages
+ * fetched ahead are read while Lua shapes this one), or the caller,
  * to the end (request) or one non-blocking step at a time (start + step,
  * for callers that must yield between steps, such as nginx workers). */
 #include "core.h"
@@ -839,10 +839,11 @@ static int prepare(lua_State *L, ul_session *s)
 static int finish(lua_State *L, ul_session *s, CURLcode rc)
 {
     const char *method, *final_url, *key;
-    int decode, res;
+    int decode, res, pending;
     long status = 0, newconns = 0;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending); /* anchors the strings below */
+    pending = lua_gettop(L);
     stop_transfer(L, s);
     lua_getfield(L, -1, "method");
     method = lua_tostring(L, -1);
@@ -942,7 +943,6 @@ static int finish(lua_State *L, ul_session *s, CURLcode rc)
         lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
         lua_setfield(L, res, "body");
     } else if (status != 204 && strcmp(method, "HEAD") != 0) {
-        int pending = res - 4; /* the pending table, under method, url, key */
         lua_getfield(L, pending, "rows");
         if (lua_istable(L, -1) && s->body.len > 0) {
             if (!ul_decode_rows(L, s->body.data, s->body.len, -1, method, final_url, key))

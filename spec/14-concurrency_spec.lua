@@ -63,16 +63,20 @@ describe("pages fetched ahead", function()
   before_each(function() emu.reset() end)
   after_each(function() emu.reset() end)
 
-  for _, L in ipairs(LISTINGS) do
-    describe(L.name, function()
-      -- the blocking engine's transfer thread, and the caller's own driving
-      for _, threaded in ipairs{ true, false } do
-        it("lists every user once and in order, pages of 10 answered after 50 ms each"
-            .. (threaded and "" or ", without a transfer thread"), function()
+  -- each case driven by the caller (the default), and by a transfer thread
+  for _, threaded in ipairs{ false, true } do
+    local function on(L, n, opts)
+      opts = opts or {}
+      opts.transfer_thread = threaded
+      return client(L, n, opts)
+    end
+    for _, L in ipairs(LISTINGS) do
+      describe(L.name .. (threaded and ", on a transfer thread" or ""), function()
+        it("lists every user once and in order, pages of 10 answered after 50 ms each", function()
           emu.config{ delay_ms = 50 }
           local n = 95
           local want = expected(L, n)
-          assert.same(want, list(L, client(L, n, { transfer_thread = threaded }), 10))
+          assert.same(want, list(L, on(L, n), 10))
           local st = emu.stats()
           local pages = math.floor(#want / 10) + 1
           if L.cursor then
@@ -85,53 +89,53 @@ describe("pages fetched ahead", function()
               ("%d requests for %d pages"):format(st.requests, pages))
           end
         end)
-      end
 
-      it("has asked for what comes next while the caller still reads the first page", function()
-        local it_ = client(L, 95):pages(L.query(10))
-        local first = it_()
-        assert.equal(1, first.number)
-        -- page 1 read, and the next 4 in flight (cursor: the next one);
-        -- Arthur's count, known from page 1, stops it at the last page
-        local pages = math.ceil(#expected(L, 95) / 10)
-        local want = L.cursor and 2 or math.min(5, pages)
-        local st = until_stats(function(s) return s.requests >= want end)
-        assert.equal(want, st.requests)
-      end)
-
-      it("retries a prefetched page that fails, and still lists every user in order", function()
-        local n = 95
-        local waits = {}
-        emu.faults(L.path, { { delay_ms = 0 }, { status = 503 }, { status = 502 } })
-        local c = client(L, n, { sleep = function(s) waits[#waits + 1] = s end })
-        assert.same(expected(L, n), list(L, c, 10))
-        assert.equal(2, #waits) -- two failed tries, each retried after a backoff wait
-      end)
-
-      it("sends at most concurrency requests past the end of a short listing", function()
-        local n = 15
-        local want = expected(L, n)
-        assert.same(want, list(L, client(L, n), 10))
-        local pages = math.floor(#want / 10) + 1
-        local st = emu.stats()
-        assert.is_true(st.requests <= pages + 4, ("%d requests for %d pages"):format(st.requests, pages))
-        assert.equal(0, until_stats(function(s) return s.in_flight == 0 end).in_flight)
-      end)
-
-      it("fails with one structured error when a page fails on every try, after the right users", function()
-        emu.faults(L.path, { { delay_ms = 0 }, { status = 500 }, { status = 500 }, { status = 500 },
-          { status = 500 }, { status = 500 }, { status = 500 } })
-        local c = client(L, 95, { sleep = function() end, concurrency = 1 })
-        local keys = {}
-        local ok, err = pcall(function()
-          for u in c:users(L.query(10)) do keys[#keys + 1] = (L.key or function(x) return x.id end)(u) end
+        it("has asked for what comes next while the caller still reads the first page", function()
+          local it_ = on(L, 95):pages(L.query(10))
+          local first = it_()
+          assert.equal(1, first.number)
+          -- page 1 read, and the next 4 in flight (cursor: the next one);
+          -- Arthur's count, known from page 1, stops it at the last page
+          local pages = math.ceil(#expected(L, 95) / 10)
+          local want = L.cursor and 2 or math.min(5, pages)
+          local st = until_stats(function(s) return s.requests >= want end)
+          assert.equal(want, st.requests)
         end)
-        assert.is_false(ok)
-        assert.is_true(userlist.is_error(err))
-        assert.equal(500, err.status)
-        assert.equal(10, #keys)
+
+        it("retries a prefetched page that fails, and still lists every user in order", function()
+          local n = 95
+          local waits = {}
+          emu.faults(L.path, { { delay_ms = 0 }, { status = 503 }, { status = 502 } })
+          local c = on(L, n, { sleep = function(s) waits[#waits + 1] = s end })
+          assert.same(expected(L, n), list(L, c, 10))
+          assert.equal(2, #waits) -- two failed tries, each retried after a backoff wait
+        end)
+
+        it("sends at most concurrency requests past the end of a short listing", function()
+          local n = 15
+          local want = expected(L, n)
+          assert.same(want, list(L, on(L, n), 10))
+          local pages = math.floor(#want / 10) + 1
+          local st = emu.stats()
+          assert.is_true(st.requests <= pages + 4, ("%d requests for %d pages"):format(st.requests, pages))
+          assert.equal(0, until_stats(function(s) return s.in_flight == 0 end).in_flight)
+        end)
+
+        it("fails with one structured error when a page fails on every try, after the right users", function()
+          emu.faults(L.path, { { delay_ms = 0 }, { status = 500 }, { status = 500 }, { status = 500 },
+            { status = 500 }, { status = 500 }, { status = 500 } })
+          local c = on(L, 95, { sleep = function() end, concurrency = 1 })
+          local keys = {}
+          local ok, err = pcall(function()
+            for u in c:users(L.query(10)) do keys[#keys + 1] = (L.key or function(x) return x.id end)(u) end
+          end)
+          assert.is_false(ok)
+          assert.is_true(userlist.is_error(err))
+          assert.equal(500, err.status)
+          assert.equal(10, #keys)
+        end)
       end)
-    end)
+    end
   end
 
   describe("openlayer, a page-number listing", function()

@@ -192,7 +192,7 @@ describe("inside nginx (one worker)", function()
     assert_complete(list(app, "provider=openlayer&engine=blocking"))
   end)
 
-  it("runs no transfer thread in a worker: refused with the nginx engine, opt-in with blocking", function()
+  it("runs no transfer thread in a worker: refused with the nginx engine, allowed with blocking", function()
     local r = list(app, "provider=openlayer&thread=1")
     assert.matches("bad option 'transfer_thread' (the nginx engine runs no threads)", r.error.text, 1, true)
     assert_complete(list(app, "provider=openlayer&engine=blocking&thread=1"))
