@@ -40,9 +40,8 @@ struct ul_multi {
     unsigned long rounds;    /* the thread's curl_multi_perform calls */
 };
 
-/* Marks each transfer that ended; the caller holds mu (or is the only
- * thread). Returns how many ended. */
-static int collect(ul_multi *m)
+/* Marks each transfer that ended; the caller holds mu. */
+static void collect(ul_multi *m)
 {
     CURLMsg *msg;
     int left, n = 0;
@@ -59,7 +58,6 @@ static int collect(ul_multi *m)
         }
     }
     m->completions += (unsigned long)n;
-    return n;
 }
 
 static void *drive(void *arg)
@@ -168,11 +166,6 @@ void ul_multi_unref(ul_multi *m)
     free(m);
 }
 
-int ul_multi_threaded(const ul_multi *m)
-{
-    return m->started;
-}
-
 /* Starts the thread with every signal blocked, so that signals (Ctrl-C in
  * the command) reach the thread that runs Lua. */
 static void start(ul_multi *m)
@@ -197,10 +190,8 @@ int ul_multi_add(ul_multi *m, CURL *easy, ul_xfer *x)
     enter(m);
     x->round = m->rounds;
     rc = curl_multi_add_handle(m->handle, easy) == CURLM_OK ? 0 : -1;
-    if (rc == 0) {
-        m->count++;
-        m->running++; /* wakes a thread that had nothing to run */
-    }
+    if (rc == 0)
+        m->count++; /* leave() wakes a thread that had nothing to run */
     leave(m);
     return rc;
 }

@@ -24,7 +24,6 @@ ul_multi *ul_multi_new(int threaded);
 void ul_multi_ref(ul_multi *m);
 /* The last reference stops the thread (joined) and frees the handle. */
 void ul_multi_unref(ul_multi *m);
-int ul_multi_threaded(const ul_multi *m);
 
 /* Adds easy (whose CURLOPT_PRIVATE the multi sets to x); 0 or -1. */
 int ul_multi_add(ul_multi *m, CURL *easy, ul_xfer *x);

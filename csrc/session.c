@@ -40,7 +40,7 @@ typedef struct {
     double connect_timeout, timeout, low_speed_time;
     long low_speed_limit, max_redirects;
     curl_off_t max_size;
-    int verify, follow, allow_insecure_http, thread;
+    int verify, follow, allow_insecure_http;
     char *cafile, *capath, *proxy;
     /* per transfer */
     int too_large, oom;
@@ -188,7 +188,7 @@ static int session_tostring(lua_State *L)
 
 int ul_session_new(lua_State *L)
 {
-    int t = lua_istable(L, 1) ? 1 : 0;
+    int t = lua_istable(L, 1) ? 1 : 0, thread;
     ul_session *s, *share = NULL;
     if (!t && !lua_isnoneornil(L, 1))
         luaL_argerror(L, 1, "options table expected");
@@ -217,14 +217,14 @@ int ul_session_new(lua_State *L)
     s->cafile = opt_strdup(L, t, "cafile");
     s->capath = opt_strdup(L, t, "capath");
     s->proxy = opt_strdup(L, t, "proxy");
-    s->thread = opt_bool(L, t, "transfer_thread", 0);
+    thread = opt_bool(L, t, "transfer_thread", 0);
     s->easy = curl_easy_init();
     if (s->easy == NULL)
         return luaL_error(L, "curl_easy_init failed");
     if (share != NULL) {
         s->m = share->m;
         ul_multi_ref(s->m);
-    } else if ((s->m = ul_multi_new(s->thread)) == NULL) {
+    } else if ((s->m = ul_multi_new(thread)) == NULL) {
         return luaL_error(L, "curl_multi_init failed");
     }
     return 1;

@@ -480,14 +480,13 @@ function M.define(def)
       error(("userlist.%s: bad option 'engine' (nginx needs OpenResty or ngx_lua)"):format(def.name), 2)
     end
     self._engine = engine
-    -- opt-in: the blocking engine receives the next pages on a thread while
-    -- Lua shapes this one (bench/README.md: the socket buffers mostly do
-    -- that already); nginx's worker runs no threads of ours
+    -- transfer_thread (a session option, off by default: bench/README.md
+    -- shows the socket buffers mostly do its work); nginx's worker runs no
+    -- threads of ours
     if opts.transfer_thread and engine == "nginx" then
       error(("userlist.%s: bad option 'transfer_thread' (the nginx engine runs no threads)")
         :format(def.name), 2)
     end
-    session_options.transfer_thread = opts.transfer_thread == true
     self._sleep = opts.sleep or (engine == "nginx" and nginx_sleep or core.sleep)
     for _, name in ipairs{ "max_retry_wait", "deadline", "loading_timeout" } do
       local v = opts[name]
