@@ -68,7 +68,7 @@ end
 -- @return rows, seconds, bytes
 local function run_decoder(name, n, shape)
   local c = client(name, n, 1)
-  local listing = c._def.listing
+  local listing = c.listing
   local p = listing.prepare(c, QUERIES[name])
   local s = core.session()
   local headers = { ["X-Emu-Users"] = tostring(n) }
@@ -158,7 +158,7 @@ end
 -- @return rows, CPU seconds
 local function decode_saved(name, pages, dir, what)
   local c = client(name, users_for(name, pages), 1)
-  local listing = c._def.listing
+  local listing = c.listing
   local p = listing.prepare(c, QUERIES[name])
   p.warned = {}
   local spec, naive, shift = listing.rows(p)

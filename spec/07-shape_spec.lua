@@ -252,7 +252,7 @@ describe("core.decode_body's one pass against decoding, then core.shape", functi
     }
     for name, q in pairs(queries) do
       local c = userlist[name]{ api_key = ("k"):rep(40), base_url = "http://127.0.0.1:9" }
-      local listing = c._def.listing
+      local listing = c.listing
       local spec, naive, shift = listing.rows(listing.prepare(c, q))
       out[#out + 1] = { name = name, spec = spec, naive = naive or 0, shift = shift or 0 }
     end

@@ -190,7 +190,7 @@ function methods:user(id, q)
     if id == "" then raise("id", "must not be empty") end
     q = q == nil and {} or q
     check.known(q, { task_ids = true })
-    local res, err = self:_call{ method = "GET", path = "/api/v1/traces/users/" .. segment(id),
+    local res, err = self.transport:request{ method = "GET", path = "/api/v1/traces/users/" .. segment(id),
                                  query = { task_ids = task_ids(self, q) } }
     if not res then error(err, 0) end
     if type(res.body) ~= "table" or res.body[1] ~= nil then

@@ -266,33 +266,29 @@ local function sort_refused(err)
   return false
 end
 
-local Client = client.Client
-
--- Every request goes through here (the pager calls client:_call). A
--- metrics page sent with the default sort is marked (req.default_sort = the
--- walk's p). When the listing's first page is refused for that sort, the
--- walk drops it (p.sort = nil) and asks for that page again; pages fetched
--- ahead with the sort before the refusal was known are asked again without
--- it whatever they got, so every page of the listing is in one order.
-local function call(self, req, session, deadline_at, begun)
-  local res, err = Client._call(self, req, session, deadline_at, begun)
+-- A metrics page sent with the default sort is marked (req.default_sort =
+-- the walk's p). When the listing's first page is refused for that sort,
+-- the walk drops it (p.sort = nil) and the transport asks for that page
+-- again; pages fetched ahead with the sort before the refusal was known are
+-- asked again without it whatever they got, so every page of the listing is
+-- in one order. Once only: the request without sort carries no mark.
+local function fallback(t, req, res, err)
   local p = req.default_sort
-  if not p then return res, err end
+  if not p then return nil end
   if p.sort then
-    if res or p.read or not sort_refused(err) then return res, err end
+    if res or p.read or not sort_refused(err) then return nil end
     local refused = p.sort
     p.sort = nil
-    self:_emit{ type = "fallback", reason = "sort_refused", method = req.method,
-                url = req.url or (self.base_url .. req.path), status = err.status,
-                code = err.code, message = err.message, sort = refused, offset = req.pos }
+    t:emit{ type = "fallback", reason = "sort_refused", method = req.method,
+            url = req.url or (t.base_url .. req.path), status = err.status,
+            code = err.code, message = err.message, sort = refused, offset = req.pos }
   end
-  -- once only: the request without sort carries no mark, its error is raised
-  local again = listing.request(self, p, req.pos)
-  again.peek, again.rows = req.peek, req.rows
-  return Client._call(self, again, session, deadline_at)
+  local again = listing.request(nil, p, req.pos)
+  again.arrived, again.rows = req.arrived, req.rows
+  return again
 end
 
-local methods = { _call = call }
+local methods = {}
 
 --- One request to the seed endpoint `POST /v1/user/query`, as documented.
 -- q: `user_ids` (at most 100), `since`, `until`.
@@ -307,7 +303,7 @@ function methods:query(q)
     if ids and #ids == 0 then raise("user_ids", "is empty (leave it out to ask for every user)") end
     if ids then ids = distinct(ids) end
     local tf = time_filter(q, self.options.time_filter_in_seconds and 1 or 1000)
-    local res, err = self:_call{ method = "POST", path = "/v1/user/query",
+    local res, err = self.transport:request{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end
     local ok, rows = pcall(query_rows, res.body, self, {})
@@ -336,6 +332,7 @@ return client.define{
   options = { region = "string", time_filter_in_seconds = "boolean" },
   listing = listing,
   methods = methods,
+  fallback = fallback,
   -- database errors of the seed endpoint come back as 200 {"data": null, "error": "..."}
   check = function(res)
     local b = res.body

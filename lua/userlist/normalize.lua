@@ -98,7 +98,7 @@ end
 -- each `warned` set (one per listing). With the client option `strict`, or
 -- without a client, it is a decode error.
 function M.rows(rows, spec, naive_offset, shift, c, warned)
-  local lenient = c ~= nil and not c._strict
+  local lenient = c ~= nil and not c.transport.strict
   local i, bad, unread
   local done = shaped[rows]
   if done and done.lenient == lenient then
@@ -119,7 +119,7 @@ function M.rows(rows, spec, naive_offset, shift, c, warned)
     table.sort(fields)
     for _, f in ipairs(fields) do
       warned[f] = true
-      c:_emit{ type = "warning", kind = "decode", field = f,
+      c.transport:emit{ type = "warning", kind = "decode", field = f,
         message = ("%s%s: the common field is left out and the row keeps the value as sent "
           .. "(this listing warns once per field; strict = true makes it an error)")
           :format(spec.list, unread[f]) }

@@ -45,7 +45,6 @@
 -- end at most `concurrency` requests were sent past it. With concurrency
 -- 1 nothing is fetched ahead: each page is asked for when the caller wants it.
 -- @module userlist.pager
-local core = require "userlist.core"
 local errors = require "userlist.errors"
 
 local M = {}
@@ -66,6 +65,7 @@ local peeker -- below: the raw-body guess of cursor listings
 -- end releases those connections at once), its position and the requests
 -- it has in flight ahead of it (`queue`, in page order).
 local function open_walk(client, listing, q)
+  local transport = client.transport
   local ok, p = pcall(listing.prepare, client, q == nil and {} or q)
   if not ok then
     if errors.is(p) then p.provider = client.provider end
@@ -75,17 +75,17 @@ local function open_walk(client, listing, q)
   local rows
   if listing.rows then
     local spec, naive, shift = listing.rows(p)
-    rows = spec and { spec, naive or 0, shift or 0, not client._strict }
+    rows = spec and { spec, naive or 0, shift or 0, not transport.strict }
   end
   local w = {
-    client = client, listing = listing, p = p,
+    client = client, transport = transport, listing = listing, p = p,
     state = listing.first(p), number = 0, done = false,
     max_pages = p.max_pages,
     -- the client's deadline bounds the whole listing, not each request
-    deadline_at = client._deadline and core.now() + client._deadline,
+    deadline_at = transport:deadline_at(),
     power = 1, steps = 0, -- loop guard state (check_loop)
     queue = {}, idle = {},
-    concurrency = client._concurrency,
+    concurrency = transport.concurrency,
     rows = rows, -- the core shapes rows as it decodes them
   }
   if listing.peek and w.concurrency > 1 then w.peek = peeker(w) end
@@ -101,7 +101,7 @@ local function take_session(w)
     idle[#idle] = nil
     return s
   end
-  s = w.client:_new_session(w.first_session)
+  s = w.transport:session(w.first_session)
   w.first_session = w.first_session or s
   return s
 end
@@ -181,9 +181,7 @@ local AHEAD_BYTES = 8 * 1024 * 1024
 -- what the last rate-limit headers said is left and to what fits in
 -- AHEAD_BYTES at the size of the last page.
 local function window(w)
-  local n = w.single and 1 or w.concurrency
-  local left = w.client._rate_remaining
-  if left and left < n then n = left > 0 and left or 1 end
+  local n = w.transport:window(w.single and 1 or w.concurrency)
   local size = w.page_bytes
   if size and size * n > AHEAD_BYTES then
     n = math.max(1, math.floor(AHEAD_BYTES / size))
@@ -197,30 +195,28 @@ local function same(a, b)
   return pa ~= nil and pa == position(b)
 end
 
--- The request for the page at `state` (with the walk's raw-body peek).
+-- The request for the page at `state`, with what the walk does when its
+-- body arrives, before it is decoded (`arrived`): start the next request.
 local refill -- below
 local function request_of(w, state)
   local req = w.listing.request(w.client, w.p, state)
   req.rows = w.rows
-  req.peek = w.peek
-  if not req.peek and w.listing.ahead and w.concurrency > 1 and not w.single then
-    req.peek = function() refill(w, state) end
+  req.arrived = w.peek
+  if not req.arrived and w.listing.ahead and w.concurrency > 1 and not w.single then
+    req.arrived = function() refill(w, state) end
   end
   return req
 end
 
 -- While a spent rate limit is waited out, nothing starts early: the next
--- request goes through the client's request path, which waits first.
-local function paused(w)
-  local pause = w.client._pause_until
-  return pause ~= nil and pause > core.now()
-end
+-- request goes through the transport, which waits first.
+local function paused(w) return w.transport:paused() end
 
 -- Starts the request for `state` ahead of the caller, in page order.
 local function start(w, state)
   local session = take_session(w)
   local req = request_of(w, state)
-  local begun = w.client:_begin(req, session, w.deadline_at)
+  local begun = w.transport:begin(req, session, w.deadline_at)
   local q = w.queue
   q[#q + 1] = { state = state, req = req, session = session, begun = begun }
 end
@@ -284,7 +280,7 @@ local function parse_page(w, req, res, state)
     if errors.is(items) then
       items.method, items.url = req.method, req.url or (client.base_url .. req.path)
       items.provider = items.provider or client.provider
-      client:_scrub(items)
+      w.transport:scrub(items)
     end
     error(items, 0)
   end
@@ -326,10 +322,10 @@ local function recover(w, stale_req, cause)
   req.rows = w.rows
   local url = req.url or (client.base_url .. req.path)
   local stale_url = stale_req.url or (client.base_url .. stale_req.path)
-  client:_emit{ type = "recover", method = req.method, url = url, stale = stale_url,
+  w.transport:emit{ type = "recover", method = req.method, url = url, stale = stale_url,
                 status = cause and cause.status, code = cause and cause.code }
   local session = take_session(w)
-  local res, err = client:_call(req, session, w.deadline_at)
+  local res, err = w.transport:collect(req, session, w.deadline_at)
   w.idle[#w.idle + 1] = session
   local items, next_state, facts
   if res then items, next_state, facts = parse_page(w, req, res, state) end
@@ -342,7 +338,7 @@ local function recover(w, stale_req, cause)
   if gone then
     close_walk(w)
     local why = err or cause
-    error(client:_scrub(errors.new{ kind = why and why.kind or "api", provider = client.provider,
+    error(w.transport:scrub(errors.new{ kind = why and why.kind or "api", provider = client.provider,
       status = why and why.status, code = why and why.code, method = req.method, url = url,
       message = ("users after %s may be missing: the cursor's user and the one before were both "
         .. "deleted meanwhile (%s is stale, and so is the page before it, asked again: %s)")
@@ -375,7 +371,7 @@ local function next_page(w)
   fill(w)
   local head = table.remove(w.queue, 1) or { session = take_session(w), req = request_of(w, w.state) }
   local req = head.req
-  local res, err = client:_call(req, head.session, w.deadline_at, head.begun)
+  local res, err = w.transport:collect(req, head.session, w.deadline_at, head.begun)
   w.idle[#w.idle + 1] = head.session
   if res then w.page_bytes = res.bytes end
   local items, next_state, facts, recovered
@@ -399,7 +395,7 @@ local function next_page(w)
   local loop = check_loop(w, items, next_state)
   if loop then
     close_walk(w)
-    error(client:_scrub(errors.new{ kind = "loop", provider = client.provider, method = req.method,
+    error(w.transport:scrub(errors.new{ kind = "loop", provider = client.provider, method = req.method,
       url = req.url or (client.base_url .. req.path), message = loop }), 0)
   end
   local page = facts or {}
@@ -473,11 +469,11 @@ end
 function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
-    local session = client:_acquire()
+    local session = w.transport:acquire()
     w.idle[1], w.single, w.peek = session, true, nil
     local ok, page = pcall(next_page, w)
     cancel_queue(w)
-    client:_release(session)
+    w.transport:release(session)
     if not ok then error(page, 0) end
     page.next = (not w.done) and w.state or nil
     return page

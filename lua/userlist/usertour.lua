@@ -331,7 +331,7 @@ local function protect(fn)
 end
 
 local function call(c, req)
-  local res, err = c:_call(req)
+  local res, err = c.transport:request(req)
   if not res then error(err, 0) end
   return res
 end
