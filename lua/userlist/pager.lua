@@ -278,7 +278,7 @@ local function parse_page(w, req, res, state)
   if not ok then
     close_walk(w)
     if errors.is(items) then
-      items.method, items.url = req.method, req.url or (client.base_url .. req.path)
+      items.method, items.url = req.method, w.transport:url(req)
       items.provider = items.provider or client.provider
       w.transport:scrub(items)
     end
@@ -320,8 +320,8 @@ local function recover(w, stale_req, cause)
   local client, listing, state = w.client, w.listing, w.prev_state
   local req = listing.request(client, w.p, state)
   req.rows = w.rows
-  local url = req.url or (client.base_url .. req.path)
-  local stale_url = stale_req.url or (client.base_url .. stale_req.path)
+  local url = w.transport:url(req)
+  local stale_url = w.transport:url(stale_req)
   w.transport:emit{ type = "recover", method = req.method, url = url, stale = stale_url,
                 status = cause and cause.status, code = cause and cause.code }
   local session = take_session(w)
@@ -396,7 +396,7 @@ local function next_page(w)
   if loop then
     close_walk(w)
     error(w.transport:scrub(errors.new{ kind = "loop", provider = client.provider, method = req.method,
-      url = req.url or (client.base_url .. req.path), message = loop }), 0)
+      url = w.transport:url(req), message = loop }), 0)
   end
   local page = facts or {}
   page.users, page.number, page.status = items, w.number, res.status

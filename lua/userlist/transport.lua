@@ -7,7 +7,7 @@
 --    transport:begin(req, session, deadline_at) -> begun   the first try, not waited for
 --    transport:collect(req, session, deadline_at, begun) -> res | nil, err
 --    transport:window(n), transport:paused()         what the rate limit allows
---    transport:deadline_at(), transport:emit(ev), transport:scrub(v)
+--    transport:deadline_at(), transport:url(req), transport:emit(ev), transport:scrub(v)
 --
 -- `req` = {method, path (or url), query, json, rows, arrived}. `arrived(text)`,
 -- if given, is called with each successful raw body as soon as it has come,
@@ -57,6 +57,20 @@ function M.new(o)
   }, Transport)
   secrets[self] = o.key
   return self
+end
+
+--- An id as one path segment: percent-encoded, and an id of dots only
+-- ("." or "..") with its dots encoded too, which URL normalisation would
+-- otherwise resolve away. Every provider builds its paths with this.
+function M.segment(id)
+  local e = core.escape(id)
+  if e:match("^%.+$") then e = (e:gsub("%.", "%%2E")) end
+  return e
+end
+
+--- The URL a request goes to: its own, or its path on the base URL.
+function Transport:url(req)
+  return req.url or (self.base_url .. req.path)
 end
 
 -- Sessions -------------------------------------------------------------------
@@ -237,7 +251,7 @@ function Transport:_refused(c)
 end
 
 local function new_call(self, req, deadline_at)
-  return { req = req, url = req.url or (self.base_url .. req.path), attempt = 0,
+  return { req = req, url = self:url(req), attempt = 0,
            deadline_at = deadline_at or self:deadline_at(), loads = 0, waited = 0 }
 end
 
