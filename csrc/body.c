@@ -97,8 +97,7 @@ int ul_push_decode_error(lua_State *L, const char *data, size_t dlen, size_t off
     lua_remove(L, -2);
     lua_pushfstring(L, "invalid JSON at byte %d: %s near '%s'", (int)off, msg,
                     lua_tostring(L, -1));
-    lua_pushnil(L);
-    ul_push_error(L, "decode", 0, lua_tostring(L, -2), method, url, key);
+    ul_fail(L, "decode", 0, lua_tostring(L, -1), method, url, key);
     ul_pushint(L, (lua_Integer)off);
     lua_setfield(L, -2, "offset");
     lua_pushvalue(L, -4);
@@ -113,12 +112,9 @@ int ul_decode_body(lua_State *L, const char *data, size_t dlen, const ul_json_ro
 {
     const char *msg;
     size_t off = 0;
-    if (dlen == 0) {
-        lua_pushnil(L);
-        ul_push_error(L, "decode", 0, "empty response body where JSON was expected",
-                      method, url, key);
-        return 2;
-    }
+    if (dlen == 0)
+        return ul_fail(L, "decode", 0, "empty response body where JSON was expected", method,
+                       url, key);
     if (ul_json_value(L, data, dlen, rows, &off, &msg))
         return 1;
     return ul_push_decode_error(L, data, dlen, off, msg, method, url, key);

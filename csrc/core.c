@@ -32,7 +32,7 @@ static int core_escape(lua_State *L)
         return luaL_argerror(L, 1, "string too long");
     e = curl_easy_escape(NULL, s, (int)len);
     if (e == NULL)
-        return luaL_error(L, "out of memory");
+        return ul_raise(L, "out of memory");
     lua_pushstring(L, e);
     curl_free(e);
     return 1;
@@ -162,7 +162,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
 
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK)
-        return luaL_error(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
+        return ul_raise(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
 
     /* state table */
     lua_newtable(L);
@@ -175,7 +175,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "new");
     if (!lua_isfunction(L, -1))
-        return luaL_error(L, "userlist needs lua-cjson 2.1 or newer (cjson.new missing)");
+        return ul_raise(L, "userlist needs lua-cjson 2.1 or newer (cjson.new missing)");
     lua_call(L, 0, 1);
     inst = lua_gettop(L);
     cjson_set(L, inst, "encode_max_depth", 200);

@@ -21,6 +21,52 @@
 void ul_push_error(lua_State *L, const char *kind, long status,
                    const char *message, const char *method, const char *url,
                    const char *secret);
+
+/* ------------------------------------------------ the raise-or-return rule
+ * Every failure of the core is raised or returned by whose fault it is, and
+ * ul_reject (error.c) is where that is done:
+ *
+ * UL_CODE, raised: the calling code is wrong, or the process cannot go on,
+ *   and no retry can help. A wrong type anywhere (an argument, option,
+ *   request field, query or header entry); a wrong value where only code
+ *   writes one (an option, method, timeout, a json value cjson cannot
+ *   encode); fields that contradict each other (an Authorization header
+ *   beside api_key); a session misused (closed, busy, nothing started);
+ *   memory or libcurl failing under it. A Lua error at once: a string
+ *   naming what is wrong, as luaL_error gives it. A call's own arguments
+ *   are checked by luaL_check* and luaL_argcheck, which raise the same way.
+ *
+ * UL_DATA, returned: the content of the request's own data, which a
+ *   program passes on from outside and cannot vouch for: the url (a
+ *   server's next link), its query, the api_key (the environment), header
+ *   names and values (configuration). nil and an error value of kind
+ *   "invalid", like every failure once the request is out (network, TLS,
+ *   timeout, HTTP status, size, body: ul_fail, each with its own kind), so
+ *   that a caller can report it, skip it or retry.
+ *
+ * A request's fields are checked in one order (request.c; a headers
+ * table's entries in the order pairs() gives), so a request wrong both
+ * ways fails by the first check it meets. core.json_decode is the one call
+ * that raises a decode error value, as cjson.decode does. */
+typedef enum {
+    UL_CODE, /* raised */
+    UL_DATA  /* returned: nil, err of kind "invalid" */
+} ul_fault;
+
+/* The rule applied to a failure described by fmt (lua_pushfstring's
+ * formats). UL_CODE raises the message as luaL_error does and never
+ * returns; UL_DATA pushes nil and an "invalid" error value for method and
+ * url (either may be NULL) and returns 2, the count for the caller to
+ * return. */
+int ul_reject(lua_State *L, ul_fault fault, const char *method, const char *url,
+              const char *fmt, ...);
+#define ul_raise(L, ...) ul_reject((L), UL_CODE, NULL, NULL, __VA_ARGS__)
+
+/* The returned side, for any kind: pushes nil and the error value
+ * (ul_push_error's fields) and returns 2. */
+int ul_fail(lua_State *L, const char *kind, long status, const char *message,
+            const char *method, const char *url, const char *secret);
+
 int ul_error_new(lua_State *L);
 int ul_error_tostring(lua_State *L);
 

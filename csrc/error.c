@@ -4,6 +4,7 @@
 #include "compat.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 void ul_push_error(lua_State *L, const char *kind, long status,
@@ -35,6 +36,31 @@ void ul_push_error(lua_State *L, const char *kind, long status,
     lua_setfield(L, -2, "retryable");
     lua_getfield(L, UL_STATE, UL_ST_ERRMT);
     lua_setmetatable(L, -2);
+}
+
+int ul_fail(lua_State *L, const char *kind, long status, const char *message,
+            const char *method, const char *url, const char *secret)
+{
+    lua_pushnil(L);
+    ul_push_error(L, kind, status, message, method, url, secret);
+    return 2;
+}
+
+/* The raise-or-return rule (core.h). The message is formatted first either
+ * way; luaL_error raises it, so that it says where the Lua caller is just
+ * as it does on every Lua (LuaJIT finds the caller its own way). */
+int ul_reject(lua_State *L, ul_fault fault, const char *method, const char *url,
+              const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    if (fault == UL_CODE)
+        return luaL_error(L, "%s", lua_tostring(L, -1));
+    ul_fail(L, "invalid", 0, lua_tostring(L, -1), method, url, NULL);
+    lua_remove(L, -3); /* the message: nil, err are left */
+    return 2;
 }
 
 /* core.error(t): gives a table the error metatable (used by the Lua layer). */

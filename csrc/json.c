@@ -297,7 +297,7 @@ static double slow_number(jd *d, const char *s, size_t n)
     double v;
     size_t i;
     if (n >= sizeof small && (buf = (char *)malloc(n + 1)) == NULL)
-        luaL_error(d->L, "not enough memory");
+        ul_raise(d->L, "not enough memory");
     memcpy(buf, s, n);
     buf[n] = '\0';
     if (dot != '.')
@@ -310,16 +310,19 @@ static double slow_number(jd *d, const char *s, size_t n)
     return v;
 }
 
-static int number(jd *d)
+/* A number's text as read: its first 19 significant digits in m, scaled
+ * by ten to the power exp - frac (exp: the exponent, and integer digits
+ * past the 19th; frac: the fraction digits kept in m). */
+typedef struct {
+    uint64_t m;
+    int digits, frac, is_int;
+    long exp;
+} num_text;
+
+/* The integer part at *pp: "0", or digits that do not start with 0. */
+static int int_part(jd *d, const char **pp, num_text *n)
 {
-    const char *s = d->p, *p = s, *end = d->end;
-    uint64_t m = 0;
-    int digits = 0, neg = 0, frac = 0, is_int = 1;
-    long exp = 0;
-    if (*p == '-') {
-        neg = 1;
-        p++;
-    }
+    const char *p = *pp, *end = d->end;
     if (p >= end || *p < '0' || *p > '9')
         return fail(d, p, "expected a digit");
     if (*p == '0') {
@@ -328,74 +331,121 @@ static int number(jd *d)
             return fail(d, p, "leading zero in a number");
     } else {
         while (p < end && *p >= '0' && *p <= '9') {
-            if (digits < 19)
-                m = m * 10 + (uint64_t)(*p - '0');
+            if (n->digits < 19)
+                n->m = n->m * 10 + (uint64_t)(*p - '0');
             else
-                exp++; /* past 19 digits: only the magnitude (slow path) */
-            digits++;
+                n->exp++; /* past 19 digits: only the magnitude (slow path) */
+            n->digits++;
             p++;
         }
     }
-    if (p < end && *p == '.') {
-        is_int = 0;
+    *pp = p;
+    return 1;
+}
+
+/* A fraction at *pp, if any: its digits join m while it has room (leading
+ * zeros take none). */
+static int frac_part(jd *d, const char **pp, num_text *n)
+{
+    const char *p = *pp, *end = d->end;
+    if (p >= end || *p != '.')
+        return 1;
+    n->is_int = 0;
+    p++;
+    if (p >= end || *p < '0' || *p > '9')
+        return fail(d, p, "expected a digit after the decimal point");
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (n->digits < 19) {
+            n->m = n->m * 10 + (uint64_t)(*p - '0');
+            if (n->m != 0)
+                n->digits++;
+            n->frac++;
+        }
         p++;
-        if (p >= end || *p < '0' || *p > '9')
-            return fail(d, p, "expected a digit after the decimal point");
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (digits < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                if (m != 0)
-                    digits++;
-                frac++;
-            }
-            p++;
-        }
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        long e = 0;
-        int eneg = 0;
-        is_int = 0;
+    *pp = p;
+    return 1;
+}
+
+/* An exponent at *pp, if any, added to exp (its digits past 100000 are
+ * only read: the value is 0 or infinite by then anyway). */
+static int exp_part(jd *d, const char **pp, num_text *n)
+{
+    const char *p = *pp, *end = d->end;
+    long e = 0;
+    int eneg = 0;
+    if (p >= end || (*p != 'e' && *p != 'E'))
+        return 1;
+    n->is_int = 0;
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) {
+        eneg = *p == '-';
         p++;
-        if (p < end && (*p == '+' || *p == '-')) {
-            eneg = *p == '-';
-            p++;
-        }
-        if (p >= end || *p < '0' || *p > '9')
-            return fail(d, p, "expected a digit in the exponent");
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (e < 100000)
-                e = e * 10 + (*p - '0');
-            p++;
-        }
-        exp += eneg ? -e : e;
     }
-    d->p = p;
-    if (is_int && digits <= 19 && exp == 0) {
+    if (p >= end || *p < '0' || *p > '9')
+        return fail(d, p, "expected a digit in the exponent");
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (e < 100000)
+            e = e * 10 + (*p - '0');
+        p++;
+    }
+    n->exp += eneg ? -e : e;
+    *pp = p;
+    return 1;
+}
+
+/* Pushes an integer written without fraction or exponent when Lua holds it
+ * exactly (an int64 on 5.3+, within 2^53 before); 0 if it does not. */
+static int push_exact_int(jd *d, const num_text *n, int neg)
+{
 #if LUA_VERSION_NUM >= 503
-        if (m <= (uint64_t)INT64_MAX) {
-            lua_pushinteger(d->L, neg ? -(lua_Integer)m : (lua_Integer)m);
-            return 1;
-        }
-        if (neg && m == (uint64_t)INT64_MAX + 1) {
-            lua_pushinteger(d->L, (lua_Integer)INT64_MIN);
-            return 1;
-        }
+    if (n->m <= (uint64_t)INT64_MAX) {
+        lua_pushinteger(d->L, neg ? -(lua_Integer)n->m : (lua_Integer)n->m);
+        return 1;
+    }
+    if (neg && n->m == (uint64_t)INT64_MAX + 1) {
+        lua_pushinteger(d->L, (lua_Integer)INT64_MIN);
+        return 1;
+    }
 #else
-        if (m <= ((uint64_t)1 << 53)) {
-            lua_pushnumber(d->L, neg ? -(lua_Number)m : (lua_Number)m);
-            return 1;
-        }
+    if (n->m <= ((uint64_t)1 << 53)) {
+        lua_pushnumber(d->L, neg ? -(lua_Number)n->m : (lua_Number)n->m);
+        return 1;
+    }
 #endif
-    } else if (digits < 19 && m <= ((uint64_t)1 << 53)) {
-        /* Clinger's fast path: an exact mantissa and an exact power of ten
-         * give the correctly rounded quotient or product */
-        long e = exp - frac;
-        if (e >= -22 && e <= 22) {
-            double v = (double)m;
-            v = e < 0 ? v / POW10[-e] : v * POW10[e];
-            push_float(d, neg ? -v : v);
+    return 0;
+}
+
+/* Clinger's fast path: an exact mantissa and an exact power of ten give the
+ * correctly rounded quotient or product. Pushes it, or returns 0 when the
+ * number is outside that. */
+static int push_fast_float(jd *d, const num_text *n, int neg)
+{
+    long e = n->exp - n->frac;
+    double v;
+    if (!(n->digits < 19 && n->m <= ((uint64_t)1 << 53)) || e < -22 || e > 22)
+        return 0;
+    v = (double)n->m;
+    v = e < 0 ? v / POW10[-e] : v * POW10[e];
+    push_float(d, neg ? -v : v);
+    return 1;
+}
+
+static int number(jd *d)
+{
+    const char *s = d->p, *p = s;
+    num_text n = {0, 0, 0, 1, 0};
+    int neg = *p == '-';
+    if (neg)
+        p++;
+    if (!int_part(d, &p, &n) || !frac_part(d, &p, &n) || !exp_part(d, &p, &n))
+        return 0;
+    d->p = p;
+    if (n.is_int && n.digits <= 19 && n.exp == 0) {
+        if (push_exact_int(d, &n, neg))
             return 1;
-        }
+    } else if (push_fast_float(d, &n, neg)) {
+        return 1;
     }
     push_float(d, slow_number(d, s, (size_t)(p - s)));
     return 1;
@@ -420,7 +470,7 @@ static int enter(jd *d)
     d->depth++;
     /* 200 levels stay far below Lua's stack limit: failing here is memory */
     if (!lua_checkstack(d->L, STAGE + 8))
-        luaL_error(d->L, "not enough memory (Lua stack while decoding JSON)");
+        ul_raise(d->L, "not enough memory (Lua stack while decoding JSON)");
     d->p++;
     skip_ws(d);
     return 1;
@@ -464,11 +514,126 @@ static void apply_role(jd *d, int r)
         ul_whole_to_int(L);
 }
 
+/* After a member of an object or array: skips to the next one (1), or past
+ * the closing bracket (0); else fails with msg (-1). */
+static int next_member(jd *d, char close, const char *msg)
+{
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        skip_ws(d);
+        return 1;
+    }
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        return 0;
+    }
+    fail(d, d->p, msg);
+    return -1;
+}
+
+/* An object's field being decoded. */
+typedef struct {
+    const char *k; /* the key's text (its string, when escaped or long) */
+    size_t klen;
+    int role; /* UL_JSON_ROLE_* of a row's key (with a role hook), else 0 */
+    int next; /* where its value is on the rows path, or -1: off it */
+} field_t;
+
+/* A key (pushed) and its ':' at d->p, the n-th of an object at path; what
+ * it is for in a row, and whether it leads on along the rows path. */
+static int object_key(jd *d, int path, int n, field_t *f)
+{
+    f->role = 0;
+    f->next = -1;
+    if (d->p >= d->end || *d->p != '"')
+        return fail(d, d->p, n > 0 ? "expected a string key (a trailing comma?)"
+                                   : "expected a string key");
+    f->k = d->p + 1;
+    if (!string(d, 1))
+        return 0;
+    f->klen = (size_t)(d->p - 1 - f->k);
+    if (d->slot < 0 && d->rows != NULL)
+        f->k = lua_tolstring(d->L, -1, &f->klen); /* escaped (or long): the key itself */
+    if (path == -2 && d->rows->role != NULL)
+        f->role = role_of(d, f->k, f->klen, d->slot);
+    if (path >= 0 && path < d->rows->n) {
+        const char *want = d->rows->path[path];
+        if (strlen(want) == f->klen && memcmp(want, f->k, f->klen) == 0)
+            f->next = path + 1;
+    }
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != ':')
+        return fail(d, d->p, "expected ':' after a key");
+    d->p++;
+    skip_ws(d);
+    return 1;
+}
+
+/* Field f's value (pushed; value()'s result), with what a row's key asks
+ * around it: an id list decoded as sent, a time's sources told to the time
+ * hook (a TPARENT's fields as they come, at the depth of its object). */
+static int field_value(jd *d, const field_t *f)
+{
+    lua_State *L = d->L;
+    int got;
+    if (f->role & UL_JSON_ROLE_TPARENT) {
+        d->rows->time(L, d->rows->ctx, f->k, f->klen, NULL, 0, 0);
+        d->tp = f->k; /* the text, or the key on the stack: both outlive the value */
+        d->tplen = f->klen;
+        d->tp_depth = d->depth + 1;
+    }
+    if (f->role & UL_JSON_ROLE_ID_LIST) {
+        /* an id list is rebuilt from what was sent, nulls and all */
+        d->in_row = d->deep = 0;
+        got = value(d, f->next);
+        d->in_row = 1;
+        d->deep = d->rows->deep_ints;
+    } else {
+        got = value(d, f->next);
+    }
+    if (!got)
+        return 0;
+    if (f->role & UL_JSON_ROLE_TPARENT)
+        d->tp_depth = 0;
+    if (d->tp_depth == d->depth && d->tp_depth > 0)
+        d->rows->time(L, d->rows->ctx, d->tp, d->tplen, f->k, f->klen, got == 2);
+    else if (f->role & UL_JSON_ROLE_TIME)
+        d->rows->time(L, d->rows->ctx, NULL, 0, f->k, f->klen, got == 2);
+    return got;
+}
+
+/* Sets the key and value on top into the table at t (absolute), and pops
+ * them. A null inside a row makes the field absent (over a duplicate too);
+ * elsewhere it is the null value. */
+static void store_field(jd *d, int t, int role, int got)
+{
+    lua_State *L = d->L;
+    if (got == 2 && d->in_row) {
+        if (role & UL_JSON_ROLE_THE_ID)
+            d->had |= DIRTY; /* an "id" given before is gone */
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, t);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+        } else {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_rawset(L, t);
+        }
+    } else {
+        if (role != 0)
+            apply_role(d, role);
+        lua_rawset(L, t);
+    }
+}
+
 /* path: how many keys of the rows path lead here (-1: off it; -2: a row). */
 static int object(jd *d, int path)
 {
     lua_State *L = d->L;
-    int n = 0, t, hint = d->depth < HINT_DEPTHS ? d->ohint[d->depth] : 0;
+    int n = 0, t, more, hint = d->depth < HINT_DEPTHS ? d->ohint[d->depth] : 0;
     if (!enter(d))
         return 0;
     if (path == -2 && d->rows != NULL)
@@ -480,86 +645,17 @@ static int object(jd *d, int path)
         leave(d, d->ohint, 0, OBJ_HINT_MAX);
         return 1;
     }
-    for (;;) {
-        int next = -1, got, role = 0;
-        const char *k;
-        size_t klen;
-        if (d->p >= d->end || *d->p != '"')
-            return fail(d, d->p, n > 0 ? "expected a string key (a trailing comma?)"
-                                       : "expected a string key");
-        k = d->p + 1;
-        if (!string(d, 1))
+    do {
+        field_t f;
+        int got;
+        if (!object_key(d, path, n, &f) || !(got = field_value(d, &f)))
             return 0;
-        klen = (size_t)(d->p - 1 - k);
-        if (d->slot < 0 && d->rows != NULL)
-            k = lua_tolstring(L, -1, &klen); /* escaped (or long): the key itself */
-        if (path == -2 && d->rows->role != NULL)
-            role = role_of(d, k, klen, d->slot);
-        if (path >= 0 && path < d->rows->n) {
-            const char *want = d->rows->path[path];
-            if (strlen(want) == klen && memcmp(want, k, klen) == 0)
-                next = path + 1;
-        }
-        skip_ws(d);
-        if (d->p >= d->end || *d->p != ':')
-            return fail(d, d->p, "expected ':' after a key");
-        d->p++;
-        skip_ws(d);
-        if (role & UL_JSON_ROLE_TPARENT) {
-            d->rows->time(L, d->rows->ctx, k, klen, NULL, 0, 0);
-            d->tp = k; /* the text, or the key on the stack: both outlive the value */
-            d->tplen = klen;
-            d->tp_depth = d->depth + 1;
-        }
-        if (role & UL_JSON_ROLE_ID_LIST) {
-            /* an id list is rebuilt from what was sent, nulls and all */
-            d->in_row = d->deep = 0;
-            got = value(d, next);
-            d->in_row = 1;
-            d->deep = d->rows->deep_ints;
-        } else {
-            got = value(d, next);
-        }
-        if (!got)
-            return 0;
-        if (role & UL_JSON_ROLE_TPARENT)
-            d->tp_depth = 0;
-        if (d->tp_depth == d->depth && d->tp_depth > 0)
-            d->rows->time(L, d->rows->ctx, d->tp, d->tplen, k, klen, got == 2);
-        else if (role & UL_JSON_ROLE_TIME)
-            d->rows->time(L, d->rows->ctx, NULL, 0, k, klen, got == 2);
-        if (got == 2 && d->in_row) {
-            /* null inside a row: the field is absent (over a duplicate too) */
-            if (role & UL_JSON_ROLE_THE_ID)
-                d->had |= DIRTY; /* an "id" given before is gone */
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, t);
-            if (lua_isnil(L, -1)) {
-                lua_pop(L, 2);
-            } else {
-                lua_pop(L, 1);
-                lua_pushnil(L);
-                lua_rawset(L, t);
-            }
-        } else {
-            if (role != 0)
-                apply_role(d, role);
-            lua_rawset(L, t);
-        }
+        store_field(d, t, f.role, got);
         n++;
-        skip_ws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            skip_ws(d);
-            continue;
-        }
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
-            break;
-        }
-        return fail(d, d->p, "expected ',' or '}' in an object");
-    }
+        more = next_member(d, '}', "expected ',' or '}' in an object");
+        if (more < 0)
+            return 0;
+    } while (more);
     leave(d, d->ohint, n, OBJ_HINT_MAX);
     return 1;
 }
@@ -572,10 +668,23 @@ static void flush(lua_State *L, int t, int first, int n)
         lua_rawseti(L, t, first + i);
 }
 
+/* A row (an element of the rows array, on top) has been decoded: its
+ * flags for the hook, which sees it while it is still in cache, as long as
+ * the hook wants rows. */
+static void row_decoded(jd *d, int n)
+{
+    int had = d->had;
+    d->in_row = d->deep = 0;
+    if (d->rows->role != NULL)
+        had |= UL_JSON_ROLES | (had & DIRTY ? 0 : UL_JSON_CLEAN);
+    if (d->rows_on && d->rows->row(d->L, d->rows->ctx, lua_gettop(d->L), n, had & ~DIRTY) != 0)
+        d->rows_on = 0;
+}
+
 static int array(jd *d, int path)
 {
     lua_State *L = d->L;
-    int n = 0, staged = 0, t = 0, rows;
+    int n = 0, staged = 0, t = 0, rows, more;
     int hint = d->depth < HINT_DEPTHS ? d->ahint[d->depth] : 0;
     int base = lua_gettop(L);
     if (!enter(d))
@@ -595,7 +704,7 @@ static int array(jd *d, int path)
             d->rows->row(L, d->rows->ctx, lua_gettop(L), -1, 0);
         return 1;
     }
-    for (;;) {
+    do {
         int got;
         if (d->p < d->end && *d->p == ']')
             return fail(d, d->p, "trailing comma in an array");
@@ -609,15 +718,8 @@ static int array(jd *d, int path)
         if (got == 2 && d->in_row)
             d->had |= UL_JSON_HAD_NULL; /* an element: left for the hook */
         n++;
-        if (rows) {
-            int had = d->had;
-            d->in_row = d->deep = 0;
-            if (d->rows->role != NULL)
-                had |= UL_JSON_ROLES | (had & DIRTY ? 0 : UL_JSON_CLEAN);
-            /* the row, while it is in cache */
-            if (d->rows_on && d->rows->row(L, d->rows->ctx, lua_gettop(L), n, had & ~DIRTY) != 0)
-                d->rows_on = 0;
-        }
+        if (rows)
+            row_decoded(d, n);
         if (t) {
             lua_rawseti(L, t, n);
         } else if (++staged == STAGE) {
@@ -627,18 +729,10 @@ static int array(jd *d, int path)
             t = base + 1;
             flush(L, t, 1, staged);
         }
-        skip_ws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            skip_ws(d);
-            continue;
-        }
-        if (d->p < d->end && *d->p == ']') {
-            d->p++;
-            break;
-        }
-        return fail(d, d->p, "expected ',' or ']' in an array");
-    }
+        more = next_member(d, ']', "expected ',' or ']' in an array");
+        if (more < 0)
+            return 0;
+    } while (more);
     if (!t) {
         /* a small array: its exact size */
         lua_createtable(L, n, 0);
@@ -693,7 +787,7 @@ int ul_json_decode(lua_State *L, const char *s, size_t len, int null_idx,
     d.null_idx = null_idx < 0 && null_idx > LUA_REGISTRYINDEX ? top + null_idx + 1 : null_idx;
     d.rows = rows != NULL && rows->row != NULL ? rows : NULL;
     if (!lua_checkstack(L, STAGE + 8))
-        luaL_error(L, "not enough memory (Lua stack while decoding JSON)");
+        ul_raise(L, "not enough memory (Lua stack while decoding JSON)");
     lua_createtable(L, KEY_SLOTS, 0);
     d.keys_idx = top + 1;
     skip_ws(&d);
