@@ -86,9 +86,11 @@ use() {
           if h then h:close() return f end
         end
       end
-      print(search("userlist", package.path) .. " " .. search("userlist.core", package.cpath))')
-    case $where in "$tree/share/lua/$v/userlist/init.lua $tree/lib/lua/$v/userlist/core.so") ;;
-      *) fail "$abi: require loads $where, not the tree's" ;; esac
+      print(search("userlist", package.path) .. " " .. search("userlist.core", package.cpath)
+        .. " " .. u.core.version)')
+    # the version the rockspec's defines gave the core is the rockspec's own
+    case $where in "$tree/share/lua/$v/userlist/init.lua $tree/lib/lua/$v/userlist/core.so ${version%-*}") ;;
+      *) fail "$abi: require loads $where, not the tree's core of version ${version%-*}" ;; esac
     head -5 "$tree/bin/userlist" | grep -q "/$lua'" || fail "$abi: bin/userlist does not run $lua"
     out=$(HELICONE_API_KEY=sk-helicone-emu "$tree/bin/userlist" helicone --base-url "$USERLIST_EMU_HTTP" \
       --limit 3 --max-pages 1 --format csv --fields id,requests)
@@ -114,10 +116,10 @@ lint=$(luarocks lint "$rockspec" 2>&1) || { echo "$lint"; fail "luarocks lint"; 
 ok "luarocks lint $rockspec"
 # every C file and Lua module of the tree is in the rockspec (a file the
 # Makefile builds but the rock leaves out only shows up as a missing symbol)
-for f in csrc/*.c lua/userlist/*.lua; do
+for f in csrc/*.c $(find lua/userlist -name '*.lua' | sort); do
   grep -q "\"$f\"" "$rockspec" || fail "$f is not in $rockspec"
 done
-ok "rockspec lists every csrc/*.c and lua/userlist/*.lua"
+ok "rockspec lists every csrc/*.c and every .lua under lua/userlist"
 
 for abi in 5.4 5.1 luajit; do
   install "$abi" "$work/tree-$abi"

@@ -1,14 +1,23 @@
 #!/bin/sh
-# Runs the busted specs once per Lua ABI given (default: 5.4 luajit) against
-# the emulator whose address is in USERLIST_EMU_HTTP (spec/emulator/run exec
-# sets it), then prints one closing line: "specs: N passed, N failed".
-# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file (or a list of
-# them, separated by spaces) instead of all;
+# Runs the busted specs once per Lua ABI given (default: 5.4 luajit), then
+# prints one closing line: "specs: N passed, N failed".
+# USERLIST_SPEC=spec/10-helicone_spec.lua runs one file (or a list of files
+# and folders, separated by spaces) instead of all of spec/ (spec/unit too).
+# The specs of spec/unit need no network: USERLIST_SPEC=spec/unit runs them
+# alone (make check-unit). Every other one runs against the emulator whose
+# address is in USERLIST_EMU_HTTP (spec/emulator/run exec sets it), and
+# spec/20 through Prism too (spec/prism/run exec).
 # USERLIST_BUILD=build/asan loads the core from another build tree, and
 # USERLIST_WRAP="valgrind ..." runs busted under a wrapper (make check-mem).
 set -u
 cd "$(dirname "$0")/.." || exit 1
-[ -n "${USERLIST_EMU_HTTP:-}" ] || { echo "USERLIST_EMU_HTTP unset: run through make test" >&2; exit 2; }
+specs=${USERLIST_SPEC:-spec}
+for f in $specs; do
+  case $f in spec/unit | spec/unit/*) ;;
+    *) [ -n "${USERLIST_EMU_HTTP:-}" ] || { echo "USERLIST_EMU_HTTP unset: $f needs the emulator;" \
+         "run it under spec/emulator/run exec (make check, make test) or USERLIST_SPEC=spec/unit" >&2; exit 2; } ;;
+  esac
+done
 [ $# -gt 0 ] || set -- 5.4 luajit
 passed=0 failed=0 status=0
 for abi in "$@"; do
@@ -25,7 +34,7 @@ for abi in "$@"; do
   echo "== busted on $($lua -v 2>&1 | head -1)"
   out=$(mktemp)
   # busted's own status (or the wrapper's: valgrind, ASan) survives the pipe
-  { ${USERLIST_WRAP:-} $lua /usr/bin/busted --run="$abi" -o utfTerminal ${USERLIST_SPEC:-spec}; \
+  { ${USERLIST_WRAP:-} $lua /usr/bin/busted --run="$abi" -o utfTerminal $specs; \
     echo $? >"$out.rc"; } 2>&1 | tee "$out"
   if [ "$(cat "$out.rc")" != 0 ]; then
     echo "busted on $abi exited with status $(cat "$out.rc")" >&2; status=1
