@@ -47,12 +47,12 @@ build = {
     ["userlist.cli"] = "lua/userlist/cli.lua",
     ["userlist.core"] = {
       sources = {
-        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/multi.c", "csrc/session.c", "csrc/shape.c",
+        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/multi.c", "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/shape.c",
       },
       libraries = { "curl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
-      defines = { "_POSIX_C_SOURCE=200809L" }, -- as the Makefile builds it
+      defines = { "_POSIX_C_SOURCE=200809L", "USERLIST_VERSION=" .. version:match("^[^-]+") }, -- as make does
     },
   },
   install = {

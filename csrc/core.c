@@ -65,7 +65,7 @@ static int core_version_info(lua_State *L)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     lua_newtable(L);
-    lua_pushliteral(L, USERLIST_VERSION);
+    lua_pushliteral(L, USERLIST_VERSION_STRING);
     lua_setfield(L, -2, "userlist");
     lua_pushstring(L, v->version);
     lua_setfield(L, -2, "curl");
@@ -156,6 +156,10 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"json_decode", core_json_decode},
         {"json_encode", core_json_encode},
         {"shape", ul_shape},
+        {"parse_time", ul_parse_time},
+        {"to_number", ul_to_number},
+        {"to_int", ul_to_int},
+        {"to_id", ul_to_id},
         {"decode_body", core_decode_body},
         {NULL, NULL}};
     int st, inst;
@@ -196,7 +200,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
     lua_setfield(L, st, UL_ST_ERRMT);
 
     /* User-Agent: userlist/<version> libcurl/<version> */
-    lua_pushfstring(L, "userlist/%s libcurl/%s", USERLIST_VERSION,
+    lua_pushfstring(L, "userlist/%s libcurl/%s", USERLIST_VERSION_STRING,
                     curl_version_info(CURLVERSION_NOW)->version);
 
     ul_session_register(L); /* uses state + user agent */
@@ -205,7 +209,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
     lua_pushvalue(L, st);
     lua_pushvalue(L, -3);
     ul_setfuncs(L, funcs, 2);
-    lua_pushliteral(L, USERLIST_VERSION);
+    lua_pushliteral(L, USERLIST_VERSION_STRING);
     lua_setfield(L, -2, "version");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "user_agent");
@@ -213,5 +217,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
     lua_setfield(L, -2, "null");
     lua_getfield(L, st, UL_ST_ERRMT);
     lua_setfield(L, -2, "error_mt");
+    ul_push_defaults(L);
+    lua_setfield(L, -2, "defaults");
     return 1;
 }

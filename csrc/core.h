@@ -4,9 +4,15 @@
 
 #include <lua.h>
 
+/* The version is the rockspec's: make and LuaRocks define USERLIST_VERSION as
+ * a bare number (-DUSERLIST_VERSION=1.2.3); USERLIST_VERSION_STRING is the
+ * string literal "1.2.3". */
 #ifndef USERLIST_VERSION
-#define USERLIST_VERSION "0.1.0"
+#error "USERLIST_VERSION is not defined: build with make or luarocks (the rockspec's version)"
 #endif
+#define UL_STRINGIZE_(x) #x
+#define UL_STRINGIZE(x) UL_STRINGIZE_(x)
+#define USERLIST_VERSION_STRING UL_STRINGIZE(USERLIST_VERSION)
 
 /* Every function of the module has one upvalue: the state table below. It
  * holds per-lua_State data, so there are no mutable C globals. */
@@ -72,10 +78,16 @@ int ul_error_tostring(lua_State *L);
 
 /* session.c */
 int ul_session_new(lua_State *L);
+void ul_push_defaults(lua_State *L); /* core.defaults: every option's default */
 void ul_session_register(lua_State *L); /* expects the state table on top */
 
 /* shape.c: core.shape(rows, spec [, naive_offset [, shift [, lenient]]]) */
 int ul_shape(lua_State *L);
+/* shape.c: core.parse_time, core.to_number, core.to_int, core.to_id */
+int ul_parse_time(lua_State *L);
+int ul_to_number(lua_State *L);
+int ul_to_int(lua_State *L);
+int ul_to_id(lua_State *L);
 /* shape.c: decodes a page, shaping its rows as they are decoded (rows_idx:
  * {spec, naive_offset, shift, lenient}); pushes value, outcome and returns
  * 1, or nil, err and returns 0. */

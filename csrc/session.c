@@ -25,6 +25,75 @@
 
 /* ---------------------------------------------------------------- options */
 
+/* Every option's default, here only: a session reads its own from these
+ * tables, and core.defaults hands them all to the Lua layer, which reads its
+ * client options' there (their checks are Lua's). The docs point here. */
+static const struct num_option {
+    const char *name;
+    double def, min, max;
+} NUM_OPTIONS[] = {
+    {"connect_timeout", 5, 0.001, 86400},
+    {"timeout", 60, 0.001, 86400 * 7},
+    {"low_speed_time", 30, 0, 86400},
+    {"low_speed_limit", 1, 0, 1e12},
+    {"max_size", 64.0 * 1024 * 1024, 1, 1e15},
+    {"max_redirects", 5, 0, 50},
+    /* the client's */
+    {"max_retries", 2, 0, 0},
+    {"max_retry_wait", 60, 0, 0},
+    {"loading_timeout", 60, 0, 0},
+    {"concurrency", 4, 0, 0},
+};
+static const struct bool_option {
+    const char *name;
+    int def;
+} BOOL_OPTIONS[] = {
+    {"verify", 1}, {"follow_redirects", 0}, {"allow_insecure_http", 0}, {"transfer_thread", 0},
+    /* the client's */
+    {"strict", 0},
+};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Pushes core.defaults: {option = default}, every one of the tables above
+ * and the client's engine. */
+void ul_push_defaults(lua_State *L)
+{
+    size_t i;
+    lua_newtable(L);
+    for (i = 0; i < COUNT(NUM_OPTIONS); i++) {
+        lua_Number v = NUM_OPTIONS[i].def;
+        if (v == (lua_Number)(long long)v)
+            ul_pushint(L, (long long)v);
+        else
+            lua_pushnumber(L, v);
+        lua_setfield(L, -2, NUM_OPTIONS[i].name);
+    }
+    for (i = 0; i < COUNT(BOOL_OPTIONS); i++) {
+        lua_pushboolean(L, BOOL_OPTIONS[i].def);
+        lua_setfield(L, -2, BOOL_OPTIONS[i].name);
+    }
+    lua_pushliteral(L, "auto");
+    lua_setfield(L, -2, "engine");
+}
+
+static const struct num_option *num_option(const char *name)
+{
+    size_t i;
+    for (i = 0; i < COUNT(NUM_OPTIONS); i++)
+        if (strcmp(NUM_OPTIONS[i].name, name) == 0)
+            return &NUM_OPTIONS[i];
+    return NULL; /* not reached: every caller names a session option */
+}
+
+static int bool_default(const char *name)
+{
+    size_t i;
+    for (i = 0; i < COUNT(BOOL_OPTIONS); i++)
+        if (strcmp(BOOL_OPTIONS[i].name, name) == 0)
+            return BOOL_OPTIONS[i].def;
+    return 0;
+}
+
 static int opt_field(lua_State *L, int t, const char *name, int type)
 {
     int got;
@@ -42,12 +111,12 @@ static int opt_field(lua_State *L, int t, const char *name, int type)
     return 1;
 }
 
-static double opt_number(lua_State *L, int t, const char *name, double def,
-                         double min, double max)
+static double opt_number(lua_State *L, int t, const char *name)
 {
-    double v;
+    const struct num_option *o = num_option(name);
+    double v, min = o->min, max = o->max;
     if (!opt_field(L, t, name, LUA_TNUMBER))
-        return def;
+        return o->def;
     v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     if (!(v >= min && v <= max)) /* also rejects NaN */
@@ -60,11 +129,11 @@ static double opt_number(lua_State *L, int t, const char *name, double def,
     return v;
 }
 
-static int opt_bool(lua_State *L, int t, const char *name, int def)
+static int opt_bool(lua_State *L, int t, const char *name)
 {
     int v;
     if (!opt_field(L, t, name, LUA_TBOOLEAN))
-        return def;
+        return bool_default(name);
     v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -178,19 +247,19 @@ int ul_session_new(lua_State *L)
     luaL_getmetatable(L, UL_SESSION_MT);
     lua_setmetatable(L, -2);
     /* from here on __gc frees whatever was set, even if an option raises */
-    s->connect_timeout = opt_number(L, t, "connect_timeout", 5, 0.001, 86400);
-    s->timeout = opt_number(L, t, "timeout", 60, 0.001, 86400 * 7);
-    s->low_speed_time = opt_number(L, t, "low_speed_time", 30, 0, 86400);
-    s->low_speed_limit = (long)opt_number(L, t, "low_speed_limit", 1, 0, 1e12);
-    s->max_size = (curl_off_t)opt_number(L, t, "max_size", 64.0 * 1024 * 1024, 1, 1e15);
-    s->verify = opt_bool(L, t, "verify", 1);
-    s->follow = opt_bool(L, t, "follow_redirects", 0);
-    s->max_redirects = (long)opt_number(L, t, "max_redirects", 5, 0, 50);
-    s->allow_insecure_http = opt_bool(L, t, "allow_insecure_http", 0);
+    s->connect_timeout = opt_number(L, t, "connect_timeout");
+    s->timeout = opt_number(L, t, "timeout");
+    s->low_speed_time = opt_number(L, t, "low_speed_time");
+    s->low_speed_limit = (long)opt_number(L, t, "low_speed_limit");
+    s->max_size = (curl_off_t)opt_number(L, t, "max_size");
+    s->verify = opt_bool(L, t, "verify");
+    s->follow = opt_bool(L, t, "follow_redirects");
+    s->max_redirects = (long)opt_number(L, t, "max_redirects");
+    s->allow_insecure_http = opt_bool(L, t, "allow_insecure_http");
     s->cafile = opt_strdup(L, t, "cafile");
     s->capath = opt_strdup(L, t, "capath");
     s->proxy = opt_strdup(L, t, "proxy");
-    thread = opt_bool(L, t, "transfer_thread", 0);
+    thread = opt_bool(L, t, "transfer_thread");
     s->easy = curl_easy_init();
     if (s->easy == NULL)
         return ul_raise(L, "curl_easy_init failed");

@@ -129,6 +129,31 @@ static void push_id(lua_State *L, int idx)
     }
 }
 
+/* core.to_number(v), core.to_int(v), core.to_id(v): the conversions every
+ * row goes through, for the Lua code that converts one value (a count, an
+ * error code, an id argument): one owner of each rule. */
+int ul_to_number(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    push_num(L, 1);
+    return 1;
+}
+
+int ul_to_int(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    push_num(L, 1);
+    ul_whole_to_int(L);
+    return 1;
+}
+
+int ul_to_id(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    push_id(L, 1);
+    return 1;
+}
+
 /* ----------------------------------------------------------------- times */
 
 static const int DIM[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -160,9 +185,17 @@ static int dig(const char *s, size_t i, size_t n)
 }
 #define D2(s, i) (((s)[i] - '0') * 10 + (s)[(i) + 1] - '0')
 
-/* Parses what userlist.time.parse_iso reads (same forms, same ranges):
- * YYYY-MM-DD[(T| )HH:MM[:SS][(.|,)fff...][Z|z|(+|-)HH[:]MM]]. Returns 0 if
- * it is not one; sets *secs, *frac (>= 0, 0 when none) and *zoned. */
+/* Why parse_iso refused a string (ISO_OK: it did not), as core.parse_time
+ * says it. */
+enum { ISO_OK, ISO_NOT_DATE, ISO_DATE_RANGE, ISO_BAD_TIME, ISO_BAD_ZONE, ISO_TIME_RANGE };
+static const char *const ISO_WHY[] = {NULL, "not an ISO 8601 date", "date out of range",
+                                      "bad time of day", "bad time zone",
+                                      "time of day out of range"};
+
+/* The one reader of times in userlist (Lua's userlist.time calls it through
+ * core.parse_time): YYYY-MM-DD[(T| )HH:MM[:SS][(.|,)fff...][Z|z|(+|-)HH[:]MM]].
+ * Returns ISO_OK and sets *secs, *frac (>= 0, 0 when none) and *zoned, or
+ * says why it is not one. */
 static int parse_iso(lua_State *L, const char *s, size_t n, long long *secs, lua_Number *frac,
                      int *zoned)
 {
@@ -173,17 +206,17 @@ static int parse_iso(lua_State *L, const char *s, size_t n, long long *secs, lua
     *zoned = 0;
     for (i = 0; i < 10; i++)
         if (i == 4 || i == 7 ? (i >= n || s[i] != '-') : !dig(s, i, n))
-            return 0;
+            return ISO_NOT_DATE;
     y = D2(s, 0) * 100 + D2(s, 2);
     mo = D2(s, 5);
     d = D2(s, 8);
     if (mo < 1 || mo > 12 || d < 1 || d > DIM[mo - 1])
-        return 0;
+        return ISO_DATE_RANGE;
     i = 10;
     if (i < n) {
         if ((s[i] != 'T' && s[i] != ' ') || !dig(s, 11, n) || !dig(s, 12, n) || !(13 < n) ||
             s[13] != ':' || !dig(s, 14, n) || !dig(s, 15, n))
-            return 0;
+            return ISO_BAD_TIME;
         h = D2(s, 11);
         mi = D2(s, 14);
         i = 16;
@@ -219,22 +252,44 @@ static int parse_iso(lua_State *L, const char *s, size_t n, long long *secs, lua
             size_t j = i + 1;
             int zh, zm, neg = s[i] == '-';
             if ((s[i] != '+' && s[i] != '-') || !dig(s, j, n) || !dig(s, j + 1, n))
-                return 0;
+                return ISO_BAD_ZONE;
             zh = D2(s, j);
             j += 2;
             if (j < n && s[j] == ':')
                 j++;
             if (!dig(s, j, n) || !dig(s, j + 1, n) || j + 2 != n)
-                return 0;
+                return ISO_BAD_ZONE;
             zm = D2(s, j);
             zone = (long long)(zh * 60 + zm) * 60 * (neg ? -1 : 1);
             *zoned = 1;
         }
         if (h > 23 || mi > 59 || sec > 60)
-            return 0;
+            return ISO_TIME_RANGE;
     }
     *secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - zone;
-    return 1;
+    return ISO_OK;
+}
+
+/* core.parse_time(s): seconds since the epoch (an integer unless there is a
+ * fraction) and whether s had a zone (none: read as UTC); or nil and why. */
+int ul_parse_time(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    long long secs;
+    lua_Number frac;
+    int zoned, why = parse_iso(L, s, n, &secs, &frac, &zoned);
+    if (why != ISO_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, ISO_WHY[why]);
+        return 2;
+    }
+    if (frac == 0)
+        ul_pushint(L, secs);
+    else
+        lua_pushnumber(L, (lua_Number)secs + frac);
+    lua_pushboolean(L, zoned);
+    return 2;
 }
 
 static void push_parsed(lua_State *L, const shape_t *sh, long long secs, lua_Number frac,
@@ -253,7 +308,7 @@ static void push_time(lua_State *L, const shape_t *sh, int idx)
         return;
     }
     s = lua_tolstring(L, idx, &n);
-    if (!parse_iso(L, s, n, &secs, &frac, &zoned)) {
+    if (parse_iso(L, s, n, &secs, &frac, &zoned) != ISO_OK) {
         lua_pushnil(L);
         return;
     }
@@ -980,7 +1035,7 @@ static void time_hook(lua_State *L, void *ctx, const char *parent, size_t plen, 
                 if (lua_type(L, -1) == LUA_TSTRING) {
                     size_t n;
                     const char *s = lua_tolstring(L, -1, &n);
-                    if (parse_iso(L, s, n, &secs, &frac, &zoned))
+                    if (parse_iso(L, s, n, &secs, &frac, &zoned) == ISO_OK)
                         st = 1;
                 }
             }

@@ -166,13 +166,7 @@ local by_user = setmetatable({ key = function(u) return u.user_id or "" end }, {
 
 local methods = {}
 
--- An id as one path segment: percent-encoded, and "." or ".." with encoded
--- dots, which URL normalisation would otherwise resolve away.
-local function segment(id)
-  local seg = core.escape(id)
-  if seg == "." or seg == ".." then seg = seg:gsub("%.", "%%2E") end
-  return seg
-end
+local segment = require("userlist.transport").segment
 
 function methods:users(q)
   if type(q) == "table" and q.dedupe == "user" then return pager.users(self, by_user, q) end

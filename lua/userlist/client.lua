@@ -9,9 +9,8 @@ local transport = require "userlist.transport"
 
 local M = {}
 
--- The options every client takes: their types and defaults, here only.
--- Session options go to the core (userlist.core.session), which checks
--- their values; a nil default there is the core's own.
+-- The options every client takes, and their types. Session options go to
+-- the core (userlist.core.session), which checks their values.
 local SESSION_OPTIONS = {
   timeout = "number", connect_timeout = "number", low_speed_limit = "number",
   low_speed_time = "number", max_size = "number", verify = "boolean", cafile = "string",
@@ -24,8 +23,9 @@ local CLIENT_OPTIONS = {
   deadline = "number", on_event = "function", engine = "string", concurrency = "number",
   strict = "boolean",
 }
-M.DEFAULTS = { timeout = 60, max_retries = 2, loading_timeout = 60, max_retry_wait = 60,
-  engine = "auto", concurrency = 4, strict = false }
+-- Every option's default, the client's too, is the core's (csrc/session.c):
+-- one table, which the docs point to.
+M.DEFAULTS = core.defaults
 
 local Client = {}
 

@@ -8,32 +8,14 @@ local errors = require "userlist.errors"
 local M = {}
 -- rows the core shaped while decoding them -> what it found (M.adopt)
 local shaped = setmetatable({}, { __mode = "k" })
-local tointeger = math.tointeger -- nil before 5.3: numbers stay numbers
-local floor = math.floor
 
+-- One value converted as every row's are (the core owns the rules):
 --- A number from a number or a numeric string ("15", from 64-bit totals), else nil.
-function M.num(v)
-  if type(v) == "number" then return v end
-  if type(v) == "string" then return tonumber(v) end
-  return nil
-end
-
+M.num = core.to_number
 --- An integer (a Lua integer on 5.3+) from a number or numeric string, else nil.
-function M.int(v)
-  local n = M.num(v)
-  if n == nil or n ~= floor(n) then return n end
-  return tointeger and tointeger(n) or n
-end
-
+M.int = core.to_int
 --- An id as a string: numbers (which lose precision past 2^53) are printed whole.
-function M.id(v)
-  if type(v) == "string" then return v end
-  if type(v) == "number" then
-    if v == floor(v) and v > -2 ^ 63 and v < 2 ^ 63 then return ("%d"):format(v) end
-    return tostring(v)
-  end
-  return nil
-end
+M.id = core.to_id
 
 --- A row shape for `rows`, from a provider's description; the work is done
 -- in C (core.shape), a handful of table operations per field, because a

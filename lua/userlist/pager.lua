@@ -18,7 +18,7 @@
 --                                 path), so that the core shapes each row
 --                                 as it decodes it (parse's normalize.rows
 --                                 then only reports what it found)
---   peek(client, text, p, state) -> state  optional, cursor listings: a
+--   guess(client, text, p, state) -> state  optional, cursor listings: a
 --                                 guess at the next position from a page's
 --                                 raw body, before it is decoded
 --   recover(client, p, state, err) -> bool  optional, cursor listings:
@@ -59,7 +59,7 @@ local M = {}
 -- and 52 MB inside busted).
 local STEP_PER_BYTE = _VERSION == "Lua 5.3" and 8 / 1024 or nil
 
-local peeker -- below: the raw-body guess of cursor listings
+local guesser -- below: the raw-body guess of cursor listings
 
 -- One listing in progress: its own sessions (so that break, an error or the
 -- end releases those connections at once), its position and the requests
@@ -88,7 +88,7 @@ local function open_walk(client, listing, q)
     concurrency = transport.concurrency,
     rows = rows, -- the core shapes rows as it decodes them
   }
-  if listing.peek and w.concurrency > 1 then w.peek = peeker(w) end
+  if listing.guess and w.concurrency > 1 then w.guess = guesser(w) end
   return w
 end
 
@@ -201,7 +201,7 @@ local refill -- below
 local function request_of(w, state)
   local req = w.listing.request(w.client, w.p, state)
   req.rows = w.rows
-  req.arrived = w.peek
+  req.arrived = w.guess
   if not req.arrived and w.listing.ahead and w.concurrency > 1 and not w.single then
     req.arrived = function() refill(w, state) end
   end
@@ -254,15 +254,15 @@ function refill(w, state)
   if not w.done and w.number > 0 then fill(w, state) end
 end
 
--- Cursor listings with `peek`: the next position read from a page's raw
+-- Cursor listings with `guess`: the next position read from a page's raw
 -- body as soon as it arrives, so that the next request is on its way while
 -- this page is decoded. Only a guess: the pager keeps that request if parse
 -- gives the same position, else cancels it and stops guessing.
-function peeker(w)
+function guesser(w)
   return function(text)
     if w.no_guess or #w.queue > 0 or paused(w) then return end
     if w.max_pages and w.number + 1 >= w.max_pages then return end
-    local ok, guess = pcall(w.listing.peek, w.client, text, w.p, w.state)
+    local ok, guess = pcall(w.listing.guess, w.client, text, w.p, w.state)
     if ok and guess ~= nil then
       w.guessed = true
       start(w, guess)
@@ -470,7 +470,7 @@ function M.page(client, listing, q)
   return errors.protect(function()
     local w = open_walk(client, listing, q)
     local session = w.transport:acquire()
-    w.idle[1], w.single, w.peek = session, true, nil
+    w.idle[1], w.single, w.guess = session, true, nil
     local ok, page = pcall(next_page, w)
     cancel_queue(w)
     w.transport:release(session)

@@ -1,23 +1,15 @@
 --- Time values: every provider takes `since` / `until` as a Lua time number
 -- (seconds since the epoch, UTC) or an ISO 8601 string, and each server wants
--- its own form. Pure arithmetic: no os.time (it reads the local time zone).
+-- its own form. Reading is the core's (core.parse_time); writing is here.
+-- Pure arithmetic: no os.time (it reads the local time zone).
 -- @module userlist.time
+local core = require "userlist.core"
+
 local M = {}
 
 local floor = math.floor
 -- floor division that also runs on Lua 5.1 and LuaJIT (idiv(no, there))
 local function idiv(a, b) return floor(a / b) end
-
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-local function days_from_civil(y, m, d)
-  y = (m <= 2) and (y - 1) or y
-  local era = idiv((y >= 0 and y or y - 399), 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = idiv((153 * mp + 2), 5) + d - 1
-  local doe = yoe * 365 + idiv(yoe, 4) - idiv(yoe, 100) + doy
-  return era * 146097 + doe - 719468
-end
 
 local function civil_from_days(z)
   z = z + 719468
@@ -32,38 +24,11 @@ local function civil_from_days(z)
   return (m <= 2) and (y + 1) or y, m, d
 end
 
-local DIM = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
-
 --- Parses ISO 8601 (`2025-01-02`, `2025-01-02T03:04:05`, fractions, `Z` or
--- `+hh:mm`). A string without a zone is read as UTC.
+-- `+hh:mm`). A string without a zone is read as UTC. The core's reader, the
+-- one that also reads every time of every row.
 -- @return seconds since the epoch, and whether the string had a zone; or nil, message
-function M.parse_iso(s)
-  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
-  if not y then return nil, "not an ISO 8601 date" end
-  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
-  if mo < 1 or mo > 12 or d < 1 or d > DIM[mo] then return nil, "date out of range" end
-  local h, mi, sec, frac, zone = 0, 0, 0, 0, nil
-  if rest ~= "" then
-    local hh, mm, tail = rest:match("^[T ](%d%d):(%d%d)(.*)$")
-    if not hh then return nil, "bad time of day" end
-    h, mi = tonumber(hh), tonumber(mm)
-    local ss, tail2 = tail:match("^:(%d%d)(.*)$")
-    if ss then sec, tail = tonumber(ss), tail2 end
-    local f, tail3 = tail:match("^[.,](%d+)(.*)$")
-    if f then frac, tail = tonumber("0." .. f), tail3 end
-    if tail == "Z" or tail == "z" then
-      zone = 0
-    elseif tail ~= "" then
-      local sign, zh, zm = tail:match("^([+-])(%d%d):?(%d%d)$")
-      if not sign then return nil, "bad time zone" end
-      zone = (tonumber(zh) * 60 + tonumber(zm)) * 60 * (sign == "-" and -1 or 1)
-    end
-    if h > 23 or mi > 59 or sec > 60 then return nil, "time of day out of range" end
-  end
-  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - (zone or 0)
-  if frac ~= 0 then t = t + frac end
-  return t, zone ~= nil
-end
+M.parse_iso = core.parse_time
 
 --- Accepts a time number or an ISO 8601 string.
 -- @return seconds since the epoch, or nil and a message

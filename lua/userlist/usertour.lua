@@ -33,13 +33,7 @@ local UPSERT = { id = true, attributes = true, companies = true, memberships = t
 
 -- ------------------------------------------------------------ arguments
 
--- A path segment: percent-encoded (so "/", "?", "#" stay inside it), and
--- "." / ".." encoded too, which URL normalisation would otherwise remove.
-local function segment(s)
-  local e = core.escape(s)
-  if e:match("^%.+$") then e = (e:gsub("%.", "%%2E")) end
-  return e
-end
+local segment = require("userlist.transport").segment
 
 -- An id argument: a non-empty string (a whole number is printed whole).
 local function id_arg(v, field)
@@ -293,7 +287,7 @@ local listing = {
   -- The server writes `next` after `results`: the last "next" string of
   -- the body's tail is the link parse will read (a JSON escape in it, or a
   -- row's own "next" key, only spoils the guess, which the pager checks).
-  peek = function(c, text, p, current)
+  guess = function(c, text, p, current)
     local tail = text:sub(-4096)
     local link, at = nil, 1
     while true do
