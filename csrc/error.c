@@ -32,8 +32,8 @@ void ul_push_error(lua_State *L, const char *kind, long status,
         lua_pushstring(L, url);
         lua_setfield(L, -2, "url");
     }
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "retryable");
+    /* no `retryable`: whether to try again is the Lua layer's call
+     * (userlist.transport), from the facts reported here */
     lua_getfield(L, UL_STATE, UL_ST_ERRMT);
     lua_setmetatable(L, -2);
 }

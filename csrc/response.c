@@ -1,8 +1,8 @@
 /* Response building: what a transfer receives (body and headers, into the
  * session's buffers, within max_size), and a transfer that has ended made
  * into what the request returns: the response table, or nil and the error
- * value, with the facts the Lua layer retries and paces by (retryable,
- * retry_after, rate_limit) and the body decoded (body.c, json.c), a page's
+ * value, with the facts the Lua layer retries and paces by (status, headers,
+ * curl_code, retry_after, rate_limit) and the body decoded (body.c, json.c), a page's
  * rows shaped as they are (shape.c). A failure here is the request's and
  * is returned; only a rows spec the code got wrong, or memory running
  * out, is raised (the rule in core.h). */
@@ -120,25 +120,14 @@ static void push_header(void *ud, const char *name, size_t nlen,
     lua_setfield(c->L, c->t, lname);
 }
 
-/* Sets err.retryable and err.retry_after from the status and headers at h. */
-static void retry_facts(lua_State *L, int err, long status, int h)
+/* Sets err.retry_after from the headers at h (retry-after-ms, else
+ * Retry-After's seconds or HTTP-date). Whether to try again at all is the
+ * Lua layer's retry policy (userlist.transport). */
+static void retry_after(lua_State *L, int err, int h)
 {
-    int retryable = status == 408 || status == 409 || status == 429 || status >= 500;
     double secs;
     size_t len;
     const char *v;
-    /* a request the server judged wrong or unauthorised fails the same way
-     * every time: never retried, whatever x-should-retry says */
-    int never = status == 400 || status == 401 || status == 403 || status == 404 || status == 422;
-    lua_getfield(L, h, "x-should-retry");
-    v = lua_tostring(L, -1);
-    if (v != NULL && strcmp(v, "true") == 0)
-        retryable = !never;
-    else if (v != NULL && strcmp(v, "false") == 0)
-        retryable = 0;
-    lua_pop(L, 1);
-    lua_pushboolean(L, retryable);
-    lua_setfield(L, err, "retryable");
     lua_getfield(L, h, "retry-after-ms");
     v = lua_tolstring(L, -1, &len);
     if (v != NULL && ul_parse_decimal(v, len, &secs) == 0) {
@@ -239,7 +228,7 @@ typedef struct {
 } answered;
 
 /* A transfer that did not complete: too large, out of memory while
- * receiving, or libcurl's error (with curl_code, and retryable when it is
+ * receiving, or libcurl's error (with curl_code: the Lua layer retries it when it is
  * the network's or a timeout). Pushes nil, err; returns 2. */
 static int transfer_failed(lua_State *L, const ul_session *s, const answered *a, CURLcode rc,
                            long status)
@@ -258,8 +247,6 @@ static int transfer_failed(lua_State *L, const ul_session *s, const answered *a,
                     (int)rc, curl_easy_strerror(rc));
     ul_fail(L, kind, 0, lua_tostring(L, -1), a->method, a->url, a->key);
     lua_remove(L, -3); /* the message: nil, err are left */
-    lua_pushboolean(L, strcmp(kind, "network") == 0 || strcmp(kind, "timeout") == 0);
-    lua_setfield(L, -2, "retryable");
     ul_pushint(L, rc);
     lua_setfield(L, -2, "curl_code");
     return 2;
@@ -312,7 +299,7 @@ static int http_error(lua_State *L, const ul_session *s, const answered *a, long
     lua_getfield(L, res, "headers");
     lua_setfield(L, err, "headers");
     lua_getfield(L, err, "headers");
-    retry_facts(L, err, status, lua_gettop(L));
+    retry_after(L, err, lua_gettop(L));
     rate_facts(L, err, lua_gettop(L));
     lua_pop(L, 1);
     if (rlen == 0)

@@ -308,6 +308,35 @@ function Transport:_decode(c, res)
   return res
 end
 
+-- The retry policy ----------------------------------------------------------
+
+-- A request the server judged wrong or unauthorised fails the same way
+-- every time: never retried, whatever x-should-retry says.
+local NEVER = { [400] = true, [401] = true, [403] = true, [404] = true, [422] = true }
+
+--- Whether trying again can help, from the facts the core reports: a
+-- transfer libcurl gave up on for the network or a timeout (it has a
+-- curl_code); an HTTP 408, 409, 429 or 5xx, unless the server's
+-- x-should-retry header says otherwise either way.
+function M.retryable(err)
+  local kind = rawget(err, "kind")
+  if kind == "http" then
+    local status = rawget(err, "status") or 0
+    local headers = rawget(err, "headers")
+    local says = type(headers) == "table" and headers["x-should-retry"]
+    if says == "false" then return false end
+    if says == "true" then return not NEVER[status] end
+    return status == 408 or status == 409 or status == 429 or status >= 500
+  end
+  return (kind == "network" or kind == "timeout") and rawget(err, "curl_code") ~= nil
+end
+
+-- The core's errors come without `retryable`: reading it asks the policy
+-- (errors the Lua layer makes say it themselves).
+core.error_mt.__index = function(err, k)
+  if k == "retryable" then return M.retryable(err) end
+end
+
 -- Waits before another try: the server's word if it gave one (up to the
 -- cap), else exponential backoff 0.5 s doubling to 8 s, minus up to 25% jitter.
 local function backoff(attempt, retry_after, cap)
@@ -347,6 +376,7 @@ end
 -- The retry policy: whether a failed try is tried again (after its wait).
 -- @return true, or false and the error to give the caller
 function Transport:_retry(c, err)
+  if rawget(err, "retryable") == nil then err.retryable = M.retryable(err) end
   err.provider = self.provider
   err.method, err.url = err.method or c.req.method, err.url or c.url
   if self._def.error then self._def.error(err) end
