@@ -244,7 +244,7 @@ end
 if mode == "loopback" then
   local n = tonumber(arg[2]) or 1000000
   emu_config{ delay_ms = 0 }
-  for _, name in ipairs(R.NAMES) do
+  for _, name in ipairs(userlist.providers.names) do
     local want = R.rows(name, n)
     local drows, dsecs, bytes = run_decoder(name, n)
     assert(drows == want, name .. ": decoder saw " .. drows .. " rows, not " .. want)
@@ -272,7 +272,7 @@ if mode == "loopback" then
 elseif mode == "delay" then
   local pages, ms = tonumber(arg[2]) or 40, tonumber(arg[3]) or 50
   emu_config{ delay_ms = ms }
-  for _, name in ipairs(R.NAMES) do
+  for _, name in ipairs(userlist.providers.names) do
     -- n users making `pages` full pages and a short last one
     local per = R[name].per
     local n = (pages - 1) * per + math.floor(per / 2)

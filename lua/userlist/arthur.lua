@@ -24,23 +24,22 @@
 --    or be skipped across pages under concurrent writes (`dedupe`, which
 --    applies to users(); pages() and page() give the server's rows).
 -- @module userlist.arthur
+local args = require "userlist.args"
 local client = require "userlist.client"
 local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local pager = require "userlist.pager"
+local providers = require "userlist.providers"
 local time = require "userlist.time"
 
-local check, raise = errors.check, errors.raise_invalid
+local raise = errors.raise_invalid
 local null = core.null
 local floor, type = math.floor, type
 
 local MAX_PAGE_SIZE = 5000
 local DEFAULT_PAGE_SIZE = 1000 -- the server's default is 10; fewer round trips
-local KNOWN = {
-  task_ids = true, since = true, ["until"] = true, sort = true, page_size = true, page = true,
-  dedupe = true, max_pages = true,
-}
+local BASE_URL_ENV = "ARTHUR_BASE_URL"
 local INTS = { "session_count", "trace_count", "span_count", "prompt_token_count",
   "completion_token_count", "total_token_count" }
 local NUMS = { "prompt_token_cost", "completion_token_cost", "total_token_cost" }
@@ -59,13 +58,11 @@ local function naive_iso(t)
   return s
 end
 
--- since/until as the server's wall clock: a naive string is taken to be in
--- server time already; numbers and zoned strings are shifted by `offset`.
+-- since/until (`v` as given, `t` its seconds: userlist.args) as the
+-- server's wall clock: a naive string is taken to be in server time
+-- already; numbers and zoned strings are shifted by `offset`.
 -- @return wall-clock seconds (for comparing) and the string to send
-local function server_time(field, v, offset)
-  if type(v) == "string" and v == "" then raise(field, "must not be empty") end
-  local t, msg = time.to_epoch(v)
-  if not t then raise(field, msg .. " (a Lua time number or an ISO 8601 string expected)") end
+local function server_time(v, t, offset)
   local zoned = true
   if type(v) == "string" then
     local _, z = time.parse_iso(v)
@@ -77,33 +74,58 @@ end
 
 -- Query -----------------------------------------------------------------------
 
+local TIME_HINT = " (a Lua time number or an ISO 8601 string expected)"
+
+--- The query of `users{}`, `pages{}` and `page{}` (see userlist.args).
+local QUERY = args.schema{
+  { name = "task_ids", type = "strings", min = 1, option = true, repeatable = true,
+    required = "is required (at least one task id)", at = "query", wire = "task_ids", flag = "--task-id",
+    help = "a task to list the users of (repeat it; at least one)" },
+  { name = "since", type = "time", nonempty = true, hint = TIME_HINT, at = "query", wire = "start_time",
+    help = "traces that started since" },
+  { name = "until", type = "time", nonempty = true, hint = TIME_HINT, at = "query", wire = "end_time",
+    help = "traces that ended until" },
+  { name = "sort", type = "enum", choices = { "asc", "desc" }, at = "query", wire = "sort",
+    help = "asc or desc by earliest start time (the server's default: desc)" },
+  { name = "page_size", type = "int", min = 1, max = MAX_PAGE_SIZE, default = DEFAULT_PAGE_SIZE,
+    at = "query", wire = "page_size",
+    help = ("rows a page, 1..%d (default %d)"):format(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE) },
+  { name = "page", type = "int", min = 0, max = 2 ^ 31 - 1, default = 0, at = "query", wire = "page",
+    help = "first page to ask for (from 0)" },
+  args.common.max_pages,
+  -- rows are (user, task) pairs: true drops repeated pairs, "user" keeps one row per user
+  { name = "dedupe", type = "enum", choices = { true, false, "user" },
+    help = "true: drop repeated (user, task) rows; \"user\": one row per user",
+    message = "must be true (drop repeated (user, task) rows) or \"user\" (one row per user)",
+    flags = { { "--dedupe", value = true, help = args.common.dedupe.help },
+      { "--per-user", value = "user", help = "one row per user (rows are (user, task) pairs otherwise)" } } },
+}
+-- client:user()'s query
+local ONE = args.pick(QUERY, { "task_ids" })
+
+--- The client options Arthur adds.
+local OPTIONS = {
+  { name = "task_ids", type = "strings", flag = false, help = "the tasks of queries that give none" },
+  { name = "server_utc_offset", type = "int", arg = "<seconds>",
+    help = "the server's clock, seconds east of UTC (default 0)" },
+}
+
 local function task_ids(c, q)
-  local ids = q.task_ids
-  if ids == nil then ids = c.options.task_ids end
-  if ids == nil then raise("task_ids", "is required (at least one task id)") end
-  return check.strings({ task_ids = ids }, "task_ids", { min = 1 })
+  return args.check(q, ONE, c.options).task_ids
 end
 
 local function prepare(c, q)
-  check.known(q, KNOWN)
+  local v = args.check(q, QUERY, c.options)
   local offset = c.options.server_utc_offset or 0
   local p = {
-    task_ids = task_ids(c, q),
-    sort = check.enum(q, "sort", { "asc", "desc" }),
-    page_size = check.int(q, "page_size", 1, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE,
-    page = check.int(q, "page", 0, 2 ^ 31 - 1) or 0,
-    max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
-    offset = offset,
+    task_ids = v.task_ids, sort = v.sort, page_size = v.page_size, page = v.page,
+    max_pages = v.max_pages, offset = offset,
   }
   local from, to
-  if q.since ~= nil then from, p.start_time = server_time("since", q.since, offset) end
-  if q["until"] ~= nil then to, p.end_time = server_time("until", q["until"], offset) end
+  if v.since ~= nil then from, p.start_time = server_time(q.since, v.since, offset) end
+  if v["until"] ~= nil then to, p.end_time = server_time(q["until"], v["until"], offset) end
   if from and to and to < from then raise("until", "is before 'since'") end
-  local d = q.dedupe
-  if d ~= nil and d ~= true and d ~= false and d ~= "user" then
-    raise("dedupe", "must be true (drop repeated (user, task) rows) or \"user\" (one row per user)")
-  end
-  p.dedupe = d or nil
+  p.dedupe = v.dedupe or nil
   return p
 end
 
@@ -183,7 +205,6 @@ function methods:user(id, q)
     if type(id) ~= "string" then raise("id", "must be a string, got " .. type(id)) end
     if id == "" then raise("id", "must not be empty") end
     q = q == nil and {} or q
-    check.known(q, { task_ids = true })
     local res, err = self.transport:request{ method = "GET", path = "/api/v1/traces/users/" .. segment(id),
                                  query = { task_ids = task_ids(self, q) } }
     if not res then error(err, 0) end
@@ -195,17 +216,19 @@ function methods:user(id, q)
   end)
 end
 
-return client.define{
+return client.define(providers.declare{
   name = "arthur",
   env_key = "ARTHUR_API_KEY",
+  base_url_env = BASE_URL_ENV,
+  query = QUERY,
+  options = OPTIONS,
   base_url = function()
-    local url = os.getenv("ARTHUR_BASE_URL")
+    local url = os.getenv(BASE_URL_ENV)
     if url == nil or url == "" then
-      error("userlist.arthur: no base URL (pass base_url or set ARTHUR_BASE_URL)", 3)
+      error("userlist.arthur: no base URL (pass base_url or set " .. BASE_URL_ENV .. ")", 3)
     end
     return url
   end,
-  options = { task_ids = "table", server_utc_offset = "number" },
   listing = listing,
   methods = methods,
   -- {"detail": "..."} (400, 401, 403, 404) or 422 {"detail": [{loc, msg, type}]}
@@ -232,4 +255,4 @@ return client.define{
       if #parts > 0 then err.message = table.concat(parts, "; ") end
     end
   end,
-}
+})

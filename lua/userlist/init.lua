@@ -6,10 +6,13 @@
 --    for user in hc:users{ since = os.time() - 7 * 86400 } do print(user.id, user.cost) end
 --
 -- The C core (`userlist.core`) does HTTP and JSON; this layer adds the
--- provider clients. Each constructor takes an options table (see README).
+-- provider clients, one constructor per provider of the registry
+-- (`userlist.providers`). Each takes an options table (see README; the
+-- options and queries each provider adds: doc/queries.md).
 -- @module userlist
 local core = require "userlist.core"
 local errors = require "userlist.errors"
+local providers = require "userlist.providers"
 
 local M = {
   _VERSION = "userlist " .. core.version,
@@ -18,14 +21,14 @@ local M = {
   null = core.null,
 }
 
---- `userlist.helicone{api_key=, region="us"|"eu", base_url=, ...}`
-M.helicone = require "userlist.helicone"
---- `userlist.openlayer{api_key=, pipeline_id=, base_url=, ...}`
-M.openlayer = require "userlist.openlayer"
---- `userlist.arthur{api_key=, base_url=, task_ids=, server_utc_offset=, ...}`
-M.arthur = require "userlist.arthur"
---- `userlist.usertour{api_key=, project_id=, environment_id=, base_url=, ...}`
-M.usertour = require "userlist.usertour"
+--- The registry: `providers.names` in order, `providers.declaration(name)`.
+M.providers = providers
+
+-- `userlist.helicone{api_key=, region="us"|"eu", base_url=, ...}`,
+-- `userlist.openlayer{api_key=, pipeline_id=, ...}`, `userlist.arthur{api_key=,
+-- base_url=, task_ids=, server_utc_offset=, ...}`, `userlist.usertour{api_key=,
+-- project_id=, environment_id=, ...}`
+for _, name in ipairs(providers.names) do M[name] = providers.load(name) end
 
 --- Opens a raw HTTP session of the core (see README, "the core").
 function M.session(opts)

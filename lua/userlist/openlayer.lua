@@ -18,12 +18,14 @@
 -- * The endpoint has no time filter, so `since`/`until` are refused.
 -- * Errors `{"code": int, "error": string}` become err.code / err.message.
 -- @module userlist.openlayer
+local args = require "userlist.args"
 local client = require "userlist.client"
 local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
+local providers = require "userlist.providers"
 
-local check, raise = errors.check, errors.raise_invalid
+local raise, typename = errors.raise_invalid, args.typename
 local floor, tointeger = math.floor, math.tointeger
 
 local MAX_FILTERS = 5       -- columnFilters maxItems
@@ -42,39 +44,8 @@ local NUMERIC_OPS = { [">"] = true, [">="] = true, ["<"] = true, ["<="] = true }
 local EQUALITY_OPS = { is = true, ["!="] = true }
 local OPERATORS = "contains_none, contains_any, contains_all, one_of, none_of, >, >=, <, <=, is, !="
 
--- query key -> body field
-local SEARCH = {
-  search_query_or = "searchQueryOr", search_query_and = "searchQueryAnd",
-  not_search_query_or = "notSearchQueryOr", not_search_query_and = "notSearchQueryAnd",
-}
-local ROWS = { row_id_list = "rowIdList", exclude_row_id_list = "excludeRowIdList" }
-
-local KNOWN = {
-  pipeline_id = true, page = true, per_page = true, sort_column = true, asc = true,
-  column_filters = true, max_pages = true, dedupe = true,
-}
-for k in pairs(SEARCH) do KNOWN[k] = true end
-for k in pairs(ROWS) do KNOWN[k] = true end
-
-local function typename(v)
-  if v == core.null then return "null" end
-  return type(v)
-end
-
--- A Lua array: a table whose keys are exactly 1..#t.
-local function array(field, v, what)
-  if type(v) ~= "table" then raise(field, "must be " .. what .. ", got " .. typename(v)) end
-  local n = #v
-  for k in pairs(v) do
-    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
-      raise(field, "must be " .. what .. " (a list, not a map)")
-    end
-  end
-  return n
-end
-
-local function column_filter(f, i)
-  local name = ("column_filters[%d]"):format(i)
+-- One of column_filters ("column_filters[i]").
+local function column_filter(f, name)
   if type(f) ~= "table" then raise(name, "must be a table {measurement=, operator=, value=}") end
   for k in pairs(f) do
     if k ~= "measurement" and k ~= "operator" and k ~= "value" then
@@ -88,7 +59,7 @@ local function column_filter(f, i)
   if type(op) ~= "string" then raise(name .. ".operator", "must be a string, got " .. typename(op)) end
   if v == nil then raise(name .. ".value", "is required (userlist.null sends null)") end
   if SET_OPS[op] then
-    local n = array(name .. ".value", v, "an array of strings or numbers for operator " .. op)
+    local n = args.array(v, name .. ".value", "an array of strings or numbers for operator " .. op)
     if n == 0 then raise(name .. ".value", "needs at least one value for operator " .. op) end
     for j = 1, n do
       if type(v[j]) ~= "string" and type(v[j]) ~= "number" then
@@ -111,30 +82,59 @@ local function column_filter(f, i)
   return { measurement = f.measurement, operator = op, value = v }
 end
 
-local function column_filters(cf)
-  local n = array("column_filters", cf, "an array of column filters")
-  if n > MAX_FILTERS then
-    raise("column_filters", ("takes at most %d filters, got %d"):format(MAX_FILTERS, n))
+-- One of row_id_list or exclude_row_id_list ("row_id_list[i]").
+local function row_id(x, name)
+  if type(x) ~= "number" or x ~= floor(x) or x ~= x or x == math.huge or x == -math.huge then
+    raise(name, "must be an integer, got " .. tostring(x))
   end
-  if n == 0 then return nil end
-  local out = {}
-  for i = 1, n do out[i] = column_filter(cf[i], i) end
-  return out
+  return tointeger and tointeger(x) or x
 end
 
-local function row_ids(field, v)
-  local n = array(field, v, "an array of integers")
-  if n == 0 then return nil end
-  local out = {}
-  for i = 1, n do
-    local x = v[i]
-    if type(x) ~= "number" or x ~= floor(x) or x ~= x or x == math.huge or x == -math.huge then
-      raise(("%s[%d]"):format(field, i), "must be an integer, got " .. tostring(x))
-    end
-    out[i] = tointeger and tointeger(x) or x
-  end
-  return out
+local function search(name, wire, flag, help)
+  return { name = name, type = "strings", repeatable = true, max_len = MAX_SEARCH, empty_ok = true,
+    at = "body", wire = wire, flag = flag, arg = "<text>", help = help }
 end
+
+local function rows(name, wire, help)
+  return { name = name, type = "list", what = "an array of integers", each = row_id, repeatable = true,
+    at = "body", wire = wire, flag = false, help = help }
+end
+
+--- The query of `users{}`, `pages{}` and `page{}` (see userlist.args);
+-- keys `at` "body" go in the DatasetFilter body.
+local QUERY = args.schema{
+  { name = "pipeline_id", type = "string", option = true, pattern = UUID, mismatch = "must be a UUID",
+    required = "is required (the inference pipeline / data source id)",
+    at = "path", wire = "/inference-pipelines/{id}", arg = "<uuid>",
+    help = "the inference pipeline (data source) UUID; required" },
+  { name = "sort_column", type = "string", at = "query", wire = "sortColumn", arg = "<column>",
+    help = "id, dateOfFirstRecord, dateOfLastRecord, sessions, records, tokens or cost" },
+  { name = "asc", type = "boolean", at = "query", wire = "asc", flag = "--order",
+    words = { { "asc", true }, { "desc", false } }, help = "asc or desc (the server's default: asc)" },
+  { name = "column_filters", type = "list", what = "an array of column filters", each = column_filter,
+    max = MAX_FILTERS, noun = "filters", repeatable = true, at = "body", wire = "columnFilters",
+    flag = "--where", arg = "<filter>", help = ("a column filter \"COLUMN OP VALUE\": 'records >= 10',"
+      .. " 'id one_of a,b' (repeat it, at most %d)"):format(MAX_FILTERS) },
+  search("search_query_and", "searchQueryAnd", "--search",
+    "ids containing this text (repeat it: all must match)"),
+  search("search_query_or", "searchQueryOr", "--search-any",
+    "ids containing this text (repeat it: any may match)"),
+  search("not_search_query_and", "notSearchQueryAnd", false, "ids without this text (all must not match)"),
+  search("not_search_query_or", "notSearchQueryOr", false, "ids without this text (any must not match)"),
+  rows("row_id_list", "rowIdList", "only these rows (integer row ids)"),
+  rows("exclude_row_id_list", "excludeRowIdList", "not these rows (integer row ids)"),
+  { name = "per_page", type = "int", min = 1, max = MAX_PER_PAGE, default = MAX_PER_PAGE, at = "query",
+    wire = "perPage", help = ("users a page, 1..%d (default %d)"):format(MAX_PER_PAGE, MAX_PER_PAGE) },
+  { name = "page", type = "int", min = 1, max = 2 ^ 31 - 1, default = 1, at = "query", wire = "page",
+    help = "first page to ask for (from 1)" },
+  args.common.max_pages, args.common.dedupe,
+}
+
+--- The client options Openlayer adds.
+local OPTIONS = {
+  { name = "pipeline_id", type = "string", flag = false,
+    help = "the inference pipeline (data source) UUID of queries that give none" },
+}
 
 local function prepare(c, q)
   for _, t in ipairs{ "since", "until" } do
@@ -142,29 +142,16 @@ local function prepare(c, q)
       raise(t, "is not supported: Openlayer's users endpoint has no time filter")
     end
   end
-  check.known(q, KNOWN)
-  local id = q.pipeline_id
-  if id == nil then id = c.options.pipeline_id end
-  if id == nil then raise("pipeline_id", "is required (the inference pipeline / data source id)") end
-  check.string({ pipeline_id = id }, "pipeline_id")
-  if not id:match(UUID) then raise("pipeline_id", "must be a UUID, got " .. id) end
+  local v = args.check(q, QUERY, c.options)
   local p = {
-    path = "/inference-pipelines/" .. id .. "/users",
-    page = check.int(q, "page", 1, 2 ^ 31 - 1) or 1,
-    per_page = check.int(q, "per_page", 1, MAX_PER_PAGE) or MAX_PER_PAGE,
-    sort_column = check.string(q, "sort_column"),
-    asc = check.boolean(q, "asc"),
-    max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
-    dedupe = check.boolean(q, "dedupe"),
+    path = "/inference-pipelines/" .. v.pipeline_id .. "/users",
+    page = v.page, per_page = v.per_page, sort_column = v.sort_column, asc = v.asc,
+    max_pages = v.max_pages, dedupe = v.dedupe,
     body = {},
   }
-  if q.column_filters ~= nil then p.body.columnFilters = column_filters(q.column_filters) end
-  for field, wire in pairs(SEARCH) do
-    local list = check.strings(q, field, { max_len = MAX_SEARCH, empty_ok = true })
-    if list and #list > 0 then p.body[wire] = list end
-  end
-  for field, wire in pairs(ROWS) do
-    if q[field] ~= nil then p.body[wire] = row_ids(field, q[field]) end
+  for _, e in ipairs(QUERY) do
+    local list = e.at == "body" and v[e.name]
+    if list and #list > 0 then p.body[e.wire] = list end
   end
   return p
 end
@@ -203,11 +190,12 @@ local listing = {
   ahead = function(_, page) return page + 1 end,
 }
 
-return client.define{
+return client.define(providers.declare{
   name = "openlayer",
   env_key = "OPENLAYER_API_KEY",
+  query = QUERY,
+  options = OPTIONS,
   base_url = function() return "https://api.openlayer.com/v1" end,
-  options = { pipeline_id = "string" },
   listing = listing,
   -- 202 {"success":true}: the data is being loaded; never an empty page
   check = function(res)
@@ -221,4 +209,4 @@ return client.define{
       if type(b.error) == "string" then err.message = b.error end
     end
   end,
-}
+})

@@ -10,25 +10,21 @@
 -- asked again, gives a fresh next link, and no one is lost. A cursor the
 -- caller gave that matches no user is an error, never a silent end.
 -- @module userlist.usertour
+local args = require "userlist.args"
 local client = require "userlist.client"
 local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
+local providers = require "userlist.providers"
 local time = require "userlist.time"
 
-local check, raise = errors.check, errors.raise_invalid
+local raise = errors.raise_invalid
 local null = core.null
 local floor = math.floor
 
 local EXPAND = { "companies", "memberships", "memberships.company" }
 local ORDER = { "createdAt", "-createdAt" }
-local SCOPE = { project_id = true, environment_id = true }
-local LIST = {
-  email = true, segment_id = true, company_id = true, order_by = true, expand = true,
-  limit = true, cursor = true, since = true, ["until"] = true, project_id = true,
-  environment_id = true, max_pages = true, dedupe = true,
-}
-local ONE = { expand = true, project_id = true, environment_id = true }
+local MAX_LIMIT = 100
 local UPSERT = { id = true, attributes = true, companies = true, memberships = true }
 
 -- ------------------------------------------------------------ arguments
@@ -46,48 +42,69 @@ local function id_arg(v, field)
 end
 
 -- The users path and API version: v2 when a project and an environment are
--- known (query first, then client options), v1 when neither is.
-local function scope(c, q)
-  local project, env = q.project_id, q.environment_id
-  if project == nil then project = c.options.project_id end
-  if env == nil then env = c.options.environment_id end
+-- known (checked values `v`: the query's, else the client options'), v1
+-- when neither is.
+local function scope(v)
+  local project, env = v.project_id, v.environment_id
   if project == nil and env == nil then return "/v1/users", 1 end
-  project = check.string({ project_id = project }, "project_id")
-  env = check.string({ environment_id = env }, "environment_id")
   if project == nil then raise("project_id", "is required with environment_id (API v2)") end
   if env == nil then raise("environment_id", "is required with project_id (API v2)") end
   return "/v2/projects/" .. segment(project) .. "/environments/" .. segment(env) .. "/users", 2
 end
 
 -- expand: a list (or one name); the server refuses "a,b".
-local function expand_arg(q)
-  local v = q.expand
+local function expand_arg(v, field, e)
   if type(v) == "string" and v:find(",", 1, true) then
-    raise("expand", 'takes a list such as {"companies", "memberships"}; the server refuses '
+    raise(field, 'takes a list such as {"companies", "memberships"}; the server refuses '
       .. "comma-separated values")
   end
-  local list = check.strings(q, "expand", { allowed = EXPAND })
-  if list and #list == 0 then return nil end
+  local list = args.types.strings(v, field, e)
+  if #list == 0 then return nil end
   return list
 end
 
-local function email_arg(q)
-  local e = check.string(q, "email")
-  if e and not e:match("^[^%s@]+@[^%s@]+%.[^%s@]+$") then
-    raise("email", "must be an email address (the server refuses anything else), got " .. e)
-  end
-  return e
-end
+--- The query of `users{}`, `pages{}` and `page{}` (see userlist.args).
+local QUERY = args.schema{
+  { name = "email", type = "string", pattern = "^[^%s@]+@[^%s@]+%.[^%s@]+$",
+    mismatch = "must be an email address (the server refuses anything else)", at = "query", wire = "email",
+    help = "the user with exactly this email" },
+  { name = "segment_id", type = "string", at = "query", wire = "segmentId", help = "users of this segment" },
+  { name = "company_id", type = "string", at = "query", wire = "companyId", help = "users of this company" },
+  { name = "order_by", type = "enum", choices = ORDER, at = "query", wire = "orderBy",
+    help = "createdAt or -createdAt (write --order-by=-createdAt)" },
+  { name = "expand", type = "strings", choices = EXPAND, check = expand_arg, repeatable = true,
+    at = "query", wire = "expand", help = "companies, memberships or memberships.company (repeat it)" },
+  { name = "limit", type = "int", min = 1, max = MAX_LIMIT, default = MAX_LIMIT, at = "query",
+    wire = "limit", help = ("users a page, 1..%d (default %d)"):format(MAX_LIMIT, MAX_LIMIT) },
+  { name = "cursor", type = "string", at = "query", wire = "cursor", arg = "<id>",
+    help = "start after this user id" },
+  { name = "project_id", type = "string", option = true, at = "path", wire = "/v2/projects/{id}",
+    help = "API v2: the project (with --environment-id and a utp_ key)" },
+  { name = "environment_id", type = "string", option = true, at = "path", wire = "/environments/{id}",
+    help = "API v2: the environment" },
+  { name = "since", type = "time", at = "query", wire = "createdAfter", help = "v2: users created since" },
+  { name = "until", type = "time", at = "query", wire = "createdBefore", help = "v2: users created until" },
+  args.common.max_pages, args.common.dedupe,
+}
+-- the scope of one user's calls, and user(id, q)'s query
+local SCOPE = args.pick(QUERY, { "project_id", "environment_id" })
+local ONE = args.pick(QUERY, { "project_id", "environment_id", "expand" })
 
--- since/until for v2's createdAfter/createdBefore (both inclusive). A
--- date-only string goes as given: the server reads a date-only
--- createdBefore as the whole day. Anything else becomes UTC ISO with ms
--- (the server refuses a datetime without a zone; here one is read as UTC).
+--- The client options Usertour adds.
+local OPTIONS = {
+  { name = "project_id", type = "string", flag = false,
+    help = "API v2: the project of calls that give none" },
+  { name = "environment_id", type = "string", flag = false,
+    help = "API v2: the environment of calls that give none" },
+}
+
+-- since/until for v2's createdAfter/createdBefore (both inclusive): `v`
+-- as given, `t` its seconds (userlist.args). A date-only string goes as
+-- given: the server reads a date-only createdBefore as the whole day.
+-- Anything else becomes UTC ISO with ms (the server refuses a datetime
+-- without a zone; here one is read as UTC).
 -- @return the wire value and the instant it stands for
-local function bound(q, field, upper)
-  local v = q[field]
-  local t, msg = time.to_epoch(v)
-  if not t then raise(field, msg) end
+local function bound(v, t, upper)
   if type(v) == "string" and v:match("^%d%d%d%d%-%d%d%-%d%d$") then
     return v, upper and t + 86400 - 0.001 or t
   end
@@ -118,13 +135,7 @@ end
 -- {company={id=, attributes=}, attributes=}. An empty list is left out.
 local function companies_arg(list, field, nested)
   if list == nil then return nil end
-  if type(list) ~= "table" then raise(field, "must be a list of tables, got " .. type(list)) end
-  local n = #list
-  for k in pairs(list) do
-    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
-      raise(field, "must be a list, not a map")
-    end
-  end
+  local n = args.array(list, field, "a list of tables", "a list, not a map")
   if n == 0 then return nil end
   local out = {}
   for i = 1, n do
@@ -143,17 +154,6 @@ local function companies_arg(list, field, nested)
     end
   end
   return out
-end
-
-local function known(t, allowed, what)
-  for k in pairs(t) do
-    if type(k) ~= "string" or not allowed[k] then
-      local names = {}
-      for a in pairs(allowed) do names[#names + 1] = a end
-      table.sort(names)
-      raise(tostring(k), "is not a known " .. what .. " key (known: " .. table.concat(names, ", ") .. ")")
-    end
-  end
 end
 
 -- ------------------------------------------------------------ the user shape
@@ -229,29 +229,20 @@ end
 local listing = {
   rows = function() return ROW end,
   prepare = function(c, q)
-    check.known(q, LIST)
-    local path, version = scope(c, q)
-    local p = {
-      path = path, version = version,
-      max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
-      dedupe = check.boolean(q, "dedupe"),
-    }
+    local v = args.check(q, QUERY, c.options)
+    local path, version = scope(v)
+    local p = { path = path, version = version, max_pages = v.max_pages, dedupe = v.dedupe }
     p.query = {
-      email = email_arg(q),
-      segmentId = check.string(q, "segment_id"),
-      companyId = check.string(q, "company_id"),
-      orderBy = check.enum(q, "order_by", ORDER),
-      expand = expand_arg(q),
-      limit = check.int(q, "limit", 1, 100) or 100,
-      cursor = check.string(q, "cursor"),
+      email = v.email, segmentId = v.segment_id, companyId = v.company_id, orderBy = v.order_by,
+      expand = v.expand, limit = v.limit, cursor = v.cursor,
     }
-    if (q.since ~= nil or q["until"] ~= nil) and version ~= 2 then
-      raise(q.since ~= nil and "since" or "until",
+    if (v.since ~= nil or v["until"] ~= nil) and version ~= 2 then
+      raise(v.since ~= nil and "since" or "until",
         "needs API v2 (give project_id and environment_id): v1 cannot filter by time")
     end
     local from, to
-    if q.since ~= nil then p.query.createdAfter, from = bound(q, "since", false) end
-    if q["until"] ~= nil then p.query.createdBefore, to = bound(q, "until", true) end
+    if v.since ~= nil then p.query.createdAfter, from = bound(q.since, v.since, false) end
+    if v["until"] ~= nil then p.query.createdBefore, to = bound(q["until"], v["until"], true) end
     if from and to and to < from then raise("until", "is before 'since'") end
     return p
   end,
@@ -336,10 +327,10 @@ function methods:user(id, q)
   return protect(function()
     id = id_arg(id, "id")
     q = q == nil and {} or q
-    check.known(q, ONE)
-    local path = scope(self, q)
+    local v = args.check(q, ONE, self.options)
+    local path = scope(v)
     local res = call(self, { method = "GET", path = path .. "/" .. segment(id),
-                             query = { expand = expand_arg(q) } })
+                             query = { expand = v.expand } })
     return map(not_a_user(res.body))
   end)
 end
@@ -358,9 +349,9 @@ function methods:upsert(a, b, c)
       user, q = { id = a, attributes = b }, c
     end
     q = q == nil and {} or q
-    check.known(q, SCOPE)
-    known(user, UPSERT, "user")
-    local path, version = scope(self, q)
+    local v = args.check(q, SCOPE, self.options)
+    args.known(user, UPSERT, "user")
+    local path, version = scope(v)
     local id = id_arg(user.id, "id")
     if not id:find("%S") then raise("id", "must not be blank") end
     local attrs = attributes_arg(user.attributes, "attributes", version)
@@ -390,8 +381,7 @@ function methods:delete(id, q)
   return protect(function()
     id = id_arg(id, "id")
     q = q == nil and {} or q
-    check.known(q, SCOPE)
-    local path = scope(self, q)
+    local path = scope(args.check(q, SCOPE, self.options))
     call(self, { method = "DELETE", path = path .. "/" .. segment(id) })
     return true
   end)
@@ -439,12 +429,13 @@ local function map_error(err)
   end
 end
 
-return client.define{
+return client.define(providers.declare{
   name = "usertour",
   env_key = "USERTOUR_API_KEY",
+  query = QUERY,
+  options = OPTIONS,
   base_url = function() return "https://api.usertour.io" end,
-  options = { project_id = "string", environment_id = "string" },
   listing = listing,
   methods = methods,
   error = map_error,
-}
+})
