@@ -4,10 +4,14 @@
 --    userlist openlayer --pipeline-id 182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e --format csv > users.csv
 --    userlist arthur --task-id task-1 --format jsonl --fields id,task_id,tokens
 --
--- Keys come from the environment (`HELICONE_API_KEY`, `OPENLAYER_API_KEY`,
--- `ARTHUR_API_KEY` with `ARTHUR_BASE_URL`, `USERTOUR_API_KEY`); there is no
--- option for a key, so that none ends up in a shell history or a process
--- list. Arguments are parsed by argparse. While a listing runs and stderr is
+-- One subcommand per provider of the registry (userlist.providers), its
+-- flags made from the provider's declared query and options (userlist.args);
+-- this module adds presentation only: summaries, default columns, text
+-- syntax (7d, FIELD:dir, "COLUMN OP VALUE"), output. Keys come from the
+-- environment (each provider's `env_key`, e.g. `HELICONE_API_KEY`, and
+-- Arthur's base URL `ARTHUR_BASE_URL`); there is no option for a key, so
+-- that none ends up in a shell history or a process list. Arguments are
+-- parsed by argparse. While a listing runs and stderr is
 -- a terminal, one progress line on stderr shows users, pages, the rate,
 -- retries and waits (`USERLIST_PROGRESS=always|never` or `--progress`
 -- overrides the terminal test).
@@ -18,6 +22,7 @@
 -- @module userlist.cli
 local argparse = require "argparse"
 local userlist = require "userlist"
+local uargs = require "userlist.args"
 
 local core = userlist.core
 local floor, huge = math.floor, math.huge
@@ -129,126 +134,94 @@ local function fields_arg(s)
 end
 
 -- ------------------------------------------------------------ providers
--- Each option: { flag, help, to = "query key" | client = "client option",
--- convert =, many = (repeatable), flag_value = (a flag), choices =, argname = }.
+-- Each provider's flags come from what it declares once (its query schema
+-- and client options: userlist.providers, userlist.args); the command adds
+-- only presentation. A flag here: { flag, help, to = "query key" | client
+-- = "client option", convert =, many = (repeatable), flag_value = (a flag),
+-- choices =, map =, argname = }.
 
 local TIME_HELP = " (7d, 12h, 30m, a Lua time or ISO 8601)"
 
-local PROVIDERS = {
+-- The text syntax of a schema type on the command line: its converter, the
+-- argument's name, what the help adds.
+local SYNTAX = {
+  int = { convert = int_arg, arg = "<n>" },
+  time = { convert = M.time_arg, arg = "<time>", help = TIME_HELP },
+  sort = { convert = sort_arg, arg = "<field[:dir]>" },
+}
+-- Converters of particular keys, over their type's.
+local CONVERT = { max_pages = positive_int, column_filters = M.where_arg }
+
+-- Per provider: the subcommand's summary, the default fields (columns),
+-- whether users have metrics (--top).
+local PRESENT = {
   helicone = {
-    order = 1,
     summary = "Helicone users: POST /v1/user/metrics/query (with --user-id, /v1/user/query)",
-    env = "HELICONE_API_KEY",
     fields = { "id", "requests", "prompt_tokens", "completion_tokens", "tokens", "cost", "first_seen",
       "last_seen" },
     metrics = true,
-    options = {
-      { "--region", "us or eu (EU accounts are served by eu.api.helicone.ai)", client = "region",
-        choices = { "us", "eu" } },
-      { "--user-id", "only this user (repeat it; asked 100 ids a request)", to = "user_ids", many = true,
-        argname = "<id>" },
-      { "--since", "users active since" .. TIME_HELP, to = "since", convert = M.time_arg,
-        argname = "<time>" },
-      { "--until", "users active until" .. TIME_HELP, to = "until", convert = M.time_arg,
-        argname = "<time>" },
-      { "--sort", "FIELD or FIELD:desc, e.g. cost:desc (default user_id:asc); none: send no sort",
-        to = "sort",
-        convert = sort_arg, argname = "<field[:dir]>" },
-      { "--limit", "users a page, 1..1000 (default 1000)", to = "limit", convert = int_arg,
-        argname = "<n>" },
-      { "--offset", "skip this many users first", to = "offset", convert = int_arg, argname = "<n>" },
-      { "--tz-minutes", "timeZoneDifferenceMinutes, -1440..1440", to = "time_zone_difference_minutes",
-        convert = int_arg, argname = "<n>" },
-      { "--time-filter-in-seconds", "send /v1/user/query times in seconds (for the day the server is"
-        .. " fixed; it reads milliseconds today)", client = "time_filter_in_seconds", flag_value = true },
-    },
   },
   openlayer = {
-    order = 2,
     summary = "Openlayer users of an inference pipeline: POST /inference-pipelines/{id}/users",
-    env = "OPENLAYER_API_KEY",
     fields = { "id", "requests", "sessions", "tokens", "cost", "first_seen", "last_seen" },
     metrics = true,
-    options = {
-      { "--pipeline-id", "the inference pipeline (data source) UUID; required", to = "pipeline_id",
-        argname = "<uuid>" },
-      { "--sort-column", "id, dateOfFirstRecord, dateOfLastRecord, sessions, records, tokens or cost",
-        to = "sort_column", argname = "<column>" },
-      { "--order", "asc or desc (the server's default: asc)", to = "asc", choices = { "asc", "desc" },
-        map = function(v) return v == "asc" end },
-      { "--where", "a column filter \"COLUMN OP VALUE\": 'records >= 10', 'id one_of a,b' (repeat"
-        .. " it, at most 5)", to = "column_filters", convert = M.where_arg, many = true,
-        argname = "<filter>" },
-      { "--search", "ids containing this text (repeat it: all must match)", to = "search_query_and",
-        many = true, argname = "<text>" },
-      { "--search-any", "ids containing this text (repeat it: any may match)", to = "search_query_or",
-        many = true, argname = "<text>" },
-      { "--per-page", "users a page, 1..100 (default 100)", to = "per_page", convert = int_arg,
-        argname = "<n>" },
-      { "--page", "first page to ask for (from 1)", to = "page", convert = int_arg, argname = "<n>" },
-    },
   },
   arthur = {
-    order = 3,
     summary = "Arthur GenAI Engine users of tasks: GET /api/v1/traces/users (self-hosted)",
-    env = "ARTHUR_API_KEY",
-    base_env = "ARTHUR_BASE_URL",
     fields = { "id", "task_id", "requests", "sessions", "tokens", "cost", "first_seen", "last_seen" },
     metrics = true,
-    options = {
-      { "--task-id", "a task to list the users of (repeat it; at least one)", to = "task_ids",
-        many = true, argname = "<id>" },
-      { "--since", "traces that started since" .. TIME_HELP, to = "since", convert = M.time_arg,
-        argname = "<time>" },
-      { "--until", "traces that ended until" .. TIME_HELP, to = "until", convert = M.time_arg,
-        argname = "<time>" },
-      { "--sort", "asc or desc by earliest start time (the server's default: desc)", to = "sort",
-        choices = { "asc", "desc" } },
-      { "--page-size", "rows a page, 1..5000 (default 1000)", to = "page_size", convert = int_arg,
-        argname = "<n>" },
-      { "--page", "first page to ask for (from 0)", to = "page", convert = int_arg, argname = "<n>" },
-      { "--per-user", "one row per user (rows are (user, task) pairs otherwise)", to = "dedupe",
-        flag_value = "user" },
-      { "--server-utc-offset", "the server's clock, seconds east of UTC (default 0)",
-        client = "server_utc_offset", convert = int_arg, argname = "<seconds>" },
-    },
   },
   usertour = {
-    order = 4,
     summary = "Usertour users: GET /v1/users (v2 with --project-id and --environment-id)",
-    env = "USERTOUR_API_KEY",
     fields = { "id", "email", "first_seen", "last_seen" },
     metrics = false,
-    options = {
-      { "--email", "the user with exactly this email", to = "email", argname = "<email>" },
-      { "--segment-id", "users of this segment", to = "segment_id", argname = "<id>" },
-      { "--company-id", "users of this company", to = "company_id", argname = "<id>" },
-      { "--order-by", "createdAt or -createdAt (write --order-by=-createdAt)", to = "order_by",
-        choices = { "createdAt", "-createdAt" } },
-      { "--expand", "companies, memberships or memberships.company (repeat it)", to = "expand",
-        many = true, choices = { "companies", "memberships", "memberships.company" } },
-      { "--limit", "users a page, 1..100 (default 100)", to = "limit", convert = int_arg, argname = "<n>" },
-      { "--cursor", "start after this user id", to = "cursor", argname = "<id>" },
-      { "--project-id", "API v2: the project (with --environment-id and a utp_ key)", to = "project_id",
-        argname = "<id>" },
-      { "--environment-id", "API v2: the environment", to = "environment_id", argname = "<id>" },
-      { "--since", "v2: users created since" .. TIME_HELP, to = "since", convert = M.time_arg,
-        argname = "<time>" },
-      { "--until", "v2: users created until" .. TIME_HELP, to = "until", convert = M.time_arg,
-        argname = "<time>" },
-    },
   },
 }
-M.PROVIDERS = PROVIDERS
 
-local function provider_names()
-  local names = {}
-  for name in pairs(PROVIDERS) do names[#names + 1] = name end
-  sort(names, function(a, b) return PROVIDERS[a].order < PROVIDERS[b].order end)
-  return names
+-- The flags of a schema's keys; `dest`: "to" (the query) or "client".
+local function schema_flags(schema, dest, list)
+  for _, e in ipairs(schema) do
+    local syntax = SYNTAX[e.type] or {}
+    for _, f in ipairs(uargs.flags(e)) do
+      local o = { f[1], f.help or e.help, [dest] = e.name }
+      if f.value ~= nil then
+        o.flag_value = f.value
+      elseif e.words then
+        local words, values = {}, {}
+        for i, w in ipairs(e.words) do words[i], values[w[1]] = w[1], w[2] end
+        o.choices, o.map = words, function(v) return values[v] end
+      else
+        if syntax.help then o[2] = o[2] .. syntax.help end
+        o.convert = CONVERT[e.name] or syntax.convert
+        o.many = e.repeatable
+        if e.choices and (e.type == "enum" or e.type == "strings") then o.choices = e.choices end
+        o.argname = f.arg or e.arg or syntax.arg
+        if not o.argname and not o.choices then
+          o.argname = e.name:match("_ids?$") and "<id>" or ("<" .. e.name:gsub("_", "-") .. ">")
+        end
+      end
+      list[#list + 1] = o
+    end
+  end
+  return list
 end
 
--- Options every provider takes; `client` ones go to the constructor.
+local PROVIDERS, NAMES = {}, {}
+for name, d in userlist.providers.each() do
+  local present = PRESENT[name] or { summary = name .. " users", fields = { "id" }, metrics = false }
+  NAMES[#NAMES + 1] = name
+  PROVIDERS[name] = {
+    order = #NAMES, summary = present.summary, fields = present.fields, metrics = present.metrics,
+    env = d.env_key, base_env = d.base_url_env,
+    options = schema_flags(d.options, "client", schema_flags(d.query, "to", {})),
+  }
+end
+--- The subcommands: per provider its summary, `env` (the key's variable),
+-- `base_env`, default `fields`, `metrics`, and `options` (its own flags).
+M.PROVIDERS = PROVIDERS
+
+-- Options every provider takes (its own come first, with --max-pages and
+-- --dedupe); `client` ones go to the constructor.
 local COMMON = {
   { "--base-url", "the API's base URL (a self-hosted server, a proxy, the emulator)", client = "base_url",
     argname = "<url>" },
@@ -258,9 +231,6 @@ local COMMON = {
   { "--top", "only the N users with the highest --by; a bar chart with --format table",
     convert = positive_int, argname = "<n>" },
   { "--by", "what --top ranks by: cost (default), tokens or requests", choices = M.METRICS },
-  { "--max-pages", "stop after this many pages", to = "max_pages", convert = positive_int, argname = "<n>" },
-  { "--dedupe", "drop a user seen before (offset paging can repeat rows)", to = "dedupe",
-    flag_value = true },
   { "--header", "an extra request header \"Name: value\" (repeat it)", convert = header_arg, many = true,
     argname = "<header>" },
   { "--timeout", "seconds for one request (default 60)", client = "timeout", convert = seconds_arg,
@@ -316,13 +286,19 @@ local function add_options(cmd, list)
 end
 
 local function build_parser(state)
-  local parser = argparse("userlist", "List the users of Helicone, Openlayer, Arthur or Usertour.")
+  local titles, keys = {}, {}
+  for i, name in ipairs(NAMES) do
+    local def = PROVIDERS[name]
+    titles[i] = name:sub(1, 1):upper() .. name:sub(2)
+    keys[i] = def.env .. (def.base_env and (" (and " .. def.base_env .. ")") or "")
+  end
+  local parser = argparse("userlist", "List the users of " .. concat(titles, ", ", 1, #titles - 1)
+      .. " or " .. titles[#titles] .. ".")
     :command_target("provider")
     :help_max_width(100)
     :epilog(table.concat({
       "Run `userlist <provider> --help` for a provider's filters.",
-      "Keys come from the environment: HELICONE_API_KEY, OPENLAYER_API_KEY, ARTHUR_API_KEY (and",
-      "ARTHUR_BASE_URL), USERTOUR_API_KEY.",
+      "Keys come from the environment: " .. concat(keys, ", ") .. ".",
       "Progress goes to stderr while it is a terminal (USERLIST_PROGRESS=always|never overrides).",
       "Exit status: 0 done, 1 an API or network error, 2 a usage error.",
     }, "\n"))
@@ -331,7 +307,7 @@ local function build_parser(state)
     state.help = true
     state.out:write(("userlist %s (%s)\n"):format(userlist.version, core.user_agent))
   end)
-  for _, name in ipairs(provider_names()) do
+  for _, name in ipairs(NAMES) do
     local def = PROVIDERS[name]
     local cmd = parser:command(name, def.summary):summary(def.summary)
     add_help(cmd, state)

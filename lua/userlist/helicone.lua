@@ -20,13 +20,14 @@
 -- there (option `time_filter_in_seconds = true` sends seconds, for the day
 -- the server is fixed). The metrics endpoint reads real seconds.
 -- @module userlist.helicone
+local args = require "userlist.args"
 local client = require "userlist.client"
 local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
-local time = require "userlist.time"
+local providers = require "userlist.providers"
 
-local check, raise = errors.check, errors.raise_invalid
+local raise = errors.raise_invalid
 local type = type
 
 local ROW_CAP = 100 -- the seed endpoint's GROUP BY user_id LIMIT 100
@@ -36,54 +37,69 @@ local SORT_FIELDS = {
   "average_requests_per_day_active", "average_tokens_per_request", "total_prompt_tokens",
   "total_completion_tokens", "cost", "rate_limited_count",
 }
-local KNOWN = {
-  user_ids = true, since = true, ["until"] = true, limit = true, sort = true, filter = true,
-  time_zone_difference_minutes = true, offset = true, max_pages = true, dedupe = true,
-}
 -- keys of the metrics listing that mean nothing to a user_ids lookup
 local METRICS_ONLY = { "limit", "sort", "filter", "time_zone_difference_minutes" }
 
 -- Query checks --------------------------------------------------------------
 
--- since/until -> {startTimeUnixSeconds, endTimeUnixSeconds}, or nil. The
--- server requires both: a missing since is the epoch, a missing until now.
--- `scale` is 1000 for the seed endpoint's milliseconds bug.
-local function time_filter(q, scale)
-  if q.since == nil and q["until"] == nil then return nil end
-  local from, to = 0, nil
-  if q.since ~= nil then
-    local t, msg = time.to_epoch(q.since)
-    if not t then raise("since", msg) end
-    from = t
+local function filter_arg(f, field)
+  if f ~= "all" and (type(f) ~= "table" or #f > 0) then
+    raise(field, "must be \"all\" or a Helicone filter tree (a table)")
   end
-  if q["until"] ~= nil then
-    local t, msg = time.to_epoch(q["until"])
-    if not t then raise("until", msg) end
-    to = t
-  end
+  return f
+end
+
+--- The query of `users{}`, `pages{}` and `page{}` (see userlist.args).
+local QUERY = args.schema{
+  { name = "user_ids", type = "strings", repeatable = true, empty_ok = true,
+    at = "body", wire = "userIds", flag = "--user-id",
+    help = "only this user (repeat it; asked 100 ids a request)" },
+  { name = "since", type = "time",
+    at = "body", wire = "timeFilter.startTimeUnixSeconds", help = "users active since" },
+  { name = "until", type = "time",
+    at = "body", wire = "timeFilter.endTimeUnixSeconds", help = "users active until" },
+  -- the server sorts by the first key of the JSON object only
+  { name = "sort", type = "sort", choices = SORT_FIELDS, at = "body", wire = "sort",
+    help = "FIELD or FIELD:desc, e.g. cost:desc (default user_id:asc); none: send no sort" },
+  { name = "limit", type = "int", min = 1, max = MAX_LIMIT, default = MAX_LIMIT,
+    at = "body", wire = "limit", help = ("users a page, 1..%d (default %d)"):format(MAX_LIMIT, MAX_LIMIT) },
+  { name = "offset", type = "int", min = 0, max = 2 ^ 53, default = 0,
+    at = "body", wire = "offset", help = "skip this many users first" },
+  { name = "time_zone_difference_minutes", type = "int", min = -1440, max = 1440,
+    at = "body", wire = "timeZoneDifferenceMinutes", flag = "--tz-minutes",
+    help = "timeZoneDifferenceMinutes, -1440..1440" },
+  { name = "filter", type = "table", check = filter_arg, default = "all",
+    at = "body", wire = "filter", flag = false, help = "\"all\" (the default) or a Helicone filter tree" },
+  args.common.max_pages, args.common.dedupe,
+}
+-- client:query{}: the seed endpoint's own, at most 100 ids
+local SEED = args.pick(QUERY, { "user_ids", "since", "until" }, { user_ids = { max = ROW_CAP } })
+
+--- The client options Helicone adds.
+local OPTIONS = {
+  { name = "region", type = "enum", choices = { "us", "eu" },
+    help = "us or eu (EU accounts are served by eu.api.helicone.ai)" },
+  { name = "time_filter_in_seconds", type = "boolean", help = "send /v1/user/query times in seconds"
+    .. " (for the day the server is fixed; it reads milliseconds today)" },
+}
+
+-- since/until (checked: seconds) -> {startTimeUnixSeconds,
+-- endTimeUnixSeconds}, or nil. The server requires both: a missing since
+-- is the epoch, a missing until now. `scale` is 1000 for the seed
+-- endpoint's milliseconds bug.
+local function time_filter(v, scale)
+  local from, to = v.since, v["until"]
+  if from == nil and to == nil then return nil end
+  from = from or 0
   to = to or os.time() -- os.time() with no argument is the epoch clock
   if to < from then raise("until", "is before 'since'") end
   return { startTimeUnixSeconds = from * scale, endTimeUnixSeconds = to * scale }
 end
 
-local function sort_of(q)
-  local s = q.sort
+local function sort_of(s)
   if s == nil then return { user_id = "asc" } end -- unique: a total order
   if s == false then return nil end -- no `sort` field: servers before 2025-03-29
-  if type(s) == "string" then s = { [s] = "asc" } end
-  if type(s) ~= "table" then
-    raise("sort", "must be a field name, {field = 'asc'|'desc'} or false, got " .. type(s))
-  end
-  local field, n = nil, 0
-  for k in pairs(s) do
-    n = n + 1
-    field = k
-  end
-  -- the server sorts by the first key of the JSON object only
-  if n ~= 1 then raise("sort", "takes exactly one field, got " .. n) end
-  check.enum({ sort = field }, "sort", SORT_FIELDS)
-  check.enum({ ["sort." .. field] = s[field] }, "sort." .. field, { "asc", "desc" })
-  return { [field] = s[field] }
+  return s
 end
 
 -- Distinct ids, in the order first given.
@@ -100,13 +116,9 @@ local function distinct(ids)
 end
 
 local function prepare(c, q)
-  check.known(q, KNOWN)
-  local p = {
-    max_pages = check.int(q, "max_pages", 1, 2 ^ 31 - 1),
-    dedupe = check.boolean(q, "dedupe"),
-    offset = check.int(q, "offset", 0, 2 ^ 53) or 0,
-  }
-  local ids = check.strings(q, "user_ids", { empty_ok = true })
+  local v = args.check(q, QUERY)
+  local p = { max_pages = v.max_pages, dedupe = v.dedupe, offset = v.offset }
+  local ids = v.user_ids
   if ids then
     if #ids == 0 then raise("user_ids", "is empty (leave it out to list every user)") end
     for _, k in ipairs(METRICS_ONLY) do
@@ -116,20 +128,17 @@ local function prepare(c, q)
     if p.offset >= #p.ids then
       raise("offset", ("is past the end of user_ids (%d distinct ids)"):format(#p.ids))
     end
-    p.time_filter = time_filter(q, c.options.time_filter_in_seconds and 1 or 1000)
+    p.time_filter = time_filter(v, c.options.time_filter_in_seconds and 1 or 1000)
     return p
   end
   p.mode = "metrics"
-  p.limit = check.int(q, "limit", 1, MAX_LIMIT) or MAX_LIMIT
-  p.sort = sort_of(q)
+  p.limit = v.limit
+  p.sort = sort_of(v.sort)
   -- only the default sort may be dropped when the server refuses it
   p.sort_is_default = q.sort == nil
-  p.filter = q.filter == nil and "all" or q.filter
-  if p.filter ~= "all" and (type(p.filter) ~= "table" or #p.filter > 0) then
-    raise("filter", "must be \"all\" or a Helicone filter tree (a table)")
-  end
-  p.tz = check.int(q, "time_zone_difference_minutes", -1440, 1440)
-  p.time_filter = time_filter(q, 1) -- this endpoint reads real seconds
+  p.filter = v.filter
+  p.tz = v.time_zone_difference_minutes
+  p.time_filter = time_filter(v, 1) -- this endpoint reads real seconds
   return p
 end
 
@@ -280,7 +289,7 @@ local function fallback(t, req, res, err)
     local refused = p.sort
     p.sort = nil
     t:emit{ type = "fallback", reason = "sort_refused", method = req.method,
-            url = req.url or (t.base_url .. req.path), status = err.status,
+            url = t:url(req), status = err.status,
             code = err.code, message = err.message, sort = refused, offset = req.pos }
   end
   local again = listing.request(nil, p, req.pos)
@@ -298,11 +307,11 @@ local methods = {}
 function methods:query(q)
   return errors.protect(function()
     if q == nil then q = {} end
-    check.known(q, { user_ids = true, since = true, ["until"] = true })
-    local ids = check.strings(q, "user_ids", { empty_ok = true, max = ROW_CAP })
+    local v = args.check(q, SEED)
+    local ids = v.user_ids
     if ids and #ids == 0 then raise("user_ids", "is empty (leave it out to ask for every user)") end
     if ids then ids = distinct(ids) end
-    local tf = time_filter(q, self.options.time_filter_in_seconds and 1 or 1000)
+    local tf = time_filter(v, self.options.time_filter_in_seconds and 1 or 1000)
     local res, err = self.transport:request{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end
@@ -320,16 +329,17 @@ function methods:query(q)
   end)
 end
 
-return client.define{
+return client.define(providers.declare{
   name = "helicone",
   env_key = "HELICONE_API_KEY",
+  query = QUERY,
+  options = OPTIONS,
   base_url = function(opts)
     local region = opts.region or "us"
     if region == "eu" then return "https://eu.api.helicone.ai" end
     if region == "us" then return "https://api.helicone.ai" end
     error(("userlist.helicone: bad option 'region' ('us' or 'eu' expected, got '%s')"):format(region), 3)
   end,
-  options = { region = "string", time_filter_in_seconds = "boolean" },
   listing = listing,
   methods = methods,
   fallback = fallback,
@@ -367,4 +377,4 @@ return client.define{
       err.message = err.raw
     end
   end,
-}
+})
