@@ -722,6 +722,113 @@ local function usage(sys, provider, msg)
   return 2
 end
 
+-- The key and base URL from the environment: copts, or nil and a usage message.
+local function environment(sys, def, parsed)
+  local key = sys.getenv(def.env)
+  if key == nil or key == "" then
+    return nil, ("no API key: set %s in the environment"):format(def.env)
+  end
+  local base_url = parsed.base_url or (def.base_env and sys.getenv(def.base_env)) or nil
+  if def.base_env and (base_url == nil or base_url == "") then
+    return nil, ("no base URL: pass --base-url or set %s"):format(def.base_env)
+  end
+  return { base_url = (base_url ~= "" and base_url) or nil }
+end
+
+-- The parsed flags as the query and the client options (into copts).
+local function query_of(def, parsed, copts)
+  local q = {}
+  for _, list in ipairs{ def.options, COMMON } do
+    for _, o in ipairs(list) do
+      local v = parsed[target_of(o[1])]
+      if o.flag_value ~= nil then v = v and o.flag_value or nil end
+      if o.many and type(v) == "table" and #v == 0 then v = nil end
+      if v ~= nil and o.map then v = o.map(v) end
+      if v ~= nil then
+        if o.to then q[o.to] = v elseif o.client then copts[o.client] = v end
+      end
+    end
+  end
+  if parsed.header and #parsed.header > 0 then
+    copts.headers = {}
+    for _, h in ipairs(parsed.header) do copts.headers[h[1]] = h[2] end
+  end
+  return q
+end
+
+-- What to write and where: {fields, fmt, by, show, stdout_tty}, or nil and
+-- a usage message.
+local function output_of(sys, name, def, parsed)
+  local o = { fields = parsed.fields, fmt = parsed.format, by = parsed.by }
+  if o.by and not parsed.top then return nil, "--by goes with --top N" end
+  if parsed.top then
+    if not def.metrics then
+      return nil, name .. " users have no cost, tokens or requests: --top does not apply"
+    end
+    o.by = o.by or "cost"
+  end
+  if not o.fields and o.fmt ~= "jsonl" then o.fields = def.fields end
+  local stderr_tty = sys.stderr_tty
+  local mode = parsed.progress or sys.getenv("USERLIST_PROGRESS") or "auto"
+  if mode ~= "auto" and mode ~= "always" and mode ~= "never" then
+    return nil, ("USERLIST_PROGRESS must be auto, always or never, got '%s'"):format(mode)
+  end
+  if mode == "auto" and stderr_tty == nil then stderr_tty = is_tty(2) end
+  o.show = mode == "always" or (mode == "auto" and stderr_tty)
+  o.stdout_tty = sys.stdout_tty
+  if o.stdout_tty == nil then o.stdout_tty = o.show and is_tty(1) or false end
+  if o.show or (parsed.top and o.fmt == "table") then
+    sys.columns = sys.columns or terminal_columns(sys.getenv)
+  end
+  return o
+end
+
+-- Lists the users into the writer (or the --top collector, then the chart or
+-- the writer). A failed listing shows the rows it got (stdout), then the
+-- error (stderr). @return true, or false and the error
+local function list(sys, name, client, q, parsed, o, progress, emit)
+  local writer
+  if o.fmt == "csv" then writer = csv_writer(emit, o.fields)
+  elseif o.fmt == "jsonl" then writer = jsonl_writer(emit, o.fields)
+  else writer = table_writer(emit, o.fields) end
+  local top = parsed.top and top_collector(parsed.top, o.by)
+  local sink = top or writer
+  local ok, err = pcall(function()
+    for user in client:users(q) do
+      progress.user()
+      sink.add(user)
+    end
+  end)
+  client:close()
+  progress.finish(ok and "done" or "stopped")
+  if ok and top then
+    local rows, count, missing = top.result()
+    if o.fmt == "table" then
+      local lines = M.chart_lines(rows, { provider = name, by = o.by, count = count, missing = missing,
+        columns = sys.columns or 80, ascii = parsed.ascii or not M.utf8_locale(sys.getenv) })
+      for _, l in ipairs(lines) do emit(l .. "\n") end
+    else
+      for _, e in ipairs(rows) do writer.add(e[3]) end
+      writer.close()
+    end
+  elseif ok or (not top and progress.users > 0) then
+    writer.close()
+  end
+  sys.out:flush()
+  return ok, err
+end
+
+-- The exit status of a failed listing, its one line on stderr.
+local function failed(sys, name, err)
+  if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
+  sys.err:write(tostring(err), "\n")
+  if err.kind == "invalid" then
+    sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
+    return 2
+  end
+  return 1
+end
+
 --- Runs the command. `argv`: the arguments (Lua's `arg`); `sys` (for tests):
 -- `out`, `err` (files), `getenv`, `stderr_tty`, `stdout_tty`, `columns`.
 -- @return the exit status
@@ -741,116 +848,23 @@ function M.main(argv, sys)
   local name = parsed.provider
   local def = PROVIDERS[name]
 
-  -- the environment
-  local key = sys.getenv(def.env)
-  if key == nil or key == "" then
-    return usage(sys, name, ("no API key: set %s in the environment"):format(def.env))
-  end
-  local base_url = parsed.base_url or (def.base_env and sys.getenv(def.base_env)) or nil
-  if def.base_env and (base_url == nil or base_url == "") then
-    return usage(sys, name, ("no base URL: pass --base-url or set %s"):format(def.base_env))
-  end
+  local copts, why = environment(sys, def, parsed)
+  if not copts then return usage(sys, name, why) end
+  local q = query_of(def, parsed, copts)
+  local o
+  o, why = output_of(sys, name, def, parsed)
+  if not o then return usage(sys, name, why) end
 
-  -- the query and the client options
-  local q, copts = {}, {}
-  for _, list in ipairs{ def.options, COMMON } do
-    for _, o in ipairs(list) do
-      local v = parsed[target_of(o[1])]
-      if o.flag_value ~= nil then v = v and o.flag_value or nil end
-      if o.many and type(v) == "table" and #v == 0 then v = nil end
-      if v ~= nil and o.map then v = o.map(v) end
-      if v ~= nil then
-        if o.to then q[o.to] = v elseif o.client then copts[o.client] = v end
-      end
-    end
-  end
-  if parsed.header and #parsed.header > 0 then
-    copts.headers = {}
-    for _, h in ipairs(parsed.header) do copts.headers[h[1]] = h[2] end
-  end
-  if base_url and base_url ~= "" then copts.base_url = base_url end
-
-  -- output
-  local fields = parsed.fields
-  local fmt = parsed.format
-  local by = parsed.by
-  if by and not parsed.top then return usage(sys, name, "--by goes with --top N") end
-  if parsed.top then
-    if not def.metrics then
-      return usage(sys, name, name .. " users have no cost, tokens or requests: --top does not apply")
-    end
-    by = by or "cost"
-  end
-  if not fields and fmt ~= "jsonl" then fields = def.fields end
-
-  local stderr_tty = sys.stderr_tty
-  local mode = parsed.progress or sys.getenv("USERLIST_PROGRESS") or "auto"
-  if mode ~= "auto" and mode ~= "always" and mode ~= "never" then
-    return usage(sys, name, ("USERLIST_PROGRESS must be auto, always or never, got '%s'"):format(mode))
-  end
-  if mode == "auto" and stderr_tty == nil then stderr_tty = is_tty(2) end
-  local show = mode == "always" or (mode == "auto" and stderr_tty)
-  local stdout_tty = sys.stdout_tty
-  if stdout_tty == nil then stdout_tty = show and is_tty(1) or false end
-  if show or (parsed.top and fmt == "table") then
-    sys.columns = sys.columns or terminal_columns(sys.getenv)
-  end
-
-  local progress = new_progress(sys, name, show)
+  local progress = new_progress(sys, name, o.show)
   copts.on_event = progress.event
-
-  local out = sys.out
   local function emit(s)
-    if stdout_tty then progress.clear() end
-    out:write(s)
+    if o.stdout_tty then progress.clear() end
+    sys.out:write(s)
   end
-
   local okc, client = pcall(userlist[name], copts)
   if not okc then return usage(sys, name, plain(client)) end
-
-  local writer
-  if fmt == "csv" then writer = csv_writer(emit, fields)
-  elseif fmt == "jsonl" then writer = jsonl_writer(emit, fields)
-  else writer = table_writer(emit, fields) end
-  local top = parsed.top and top_collector(parsed.top, by)
-  local sink = top or writer
-
-  local okl, err = pcall(function()
-    for user in client:users(q) do
-      progress.user()
-      sink.add(user)
-    end
-  end)
-  client:close()
-  progress.finish(okl and "done" or "stopped")
-
-  if okl and top then
-    local list, count, missing = top.result()
-    if fmt == "table" then
-      local lines = M.chart_lines(list, { provider = name, by = by, count = count, missing = missing,
-        columns = sys.columns or 80, ascii = parsed.ascii or not M.utf8_locale(sys.getenv) })
-      for _, l in ipairs(lines) do emit(l .. "\n") end
-    else
-      for _, e in ipairs(list) do writer.add(e[3]) end
-      writer.close()
-    end
-  elseif okl or (not top and progress.users > 0) then
-    -- a failed listing shows the rows it got (stdout), then the error (stderr)
-    writer.close()
-  end
-  out:flush()
-
-  if not okl then
-    if userlist.is_error(err) then
-      sys.err:write(tostring(err), "\n")
-      if err.kind == "invalid" then
-        sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
-        return 2
-      end
-      return 1
-    end
-    error(err, 0) -- a bug, not the API: let Lua show where
-  end
+  local okl, err = list(sys, name, client, q, parsed, o, progress, emit)
+  if not okl then return failed(sys, name, err) end
   return 0
 end
 
