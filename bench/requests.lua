@@ -57,7 +57,6 @@ function M.pages(name, n)
   return math.max(full, 1)
 end
 
-M.NAMES = { "helicone", "openlayer", "arthur", "usertour" }
 M.KEYS = { helicone = "sk-helicone-emu", openlayer = "ol-emu-key", arthur = "arthur-emu-key",
   usertour = "ak_emu" }
 
