@@ -164,8 +164,8 @@ check-asan: build/asan/5.4/userlist/core.so
 # TSan's memory without bound), unit/09 (git), the command's, the examples' and
 # nginx's (child processes, no thread of ours) and Prism's (20).
 TSAN_SPECS := $(foreach n,unit/01-core 02-request 03-errors 04-session 05-proxy 06-ratelimit \
-              10-helicone 11-openlayer 12-arthur 13-usertour 14-concurrency 15-loop 40-faults \
-              41-reliability 42-security,spec/$n_spec.lua)
+              14-concurrency 15-loop 40-faults 41-reliability 42-security,spec/$n_spec.lua) \
+              $(wildcard spec/providers/*/*_spec.lua)
 build/tsan/lua: spec/support/tsan-lua.c Makefile
 	@mkdir -p $(@D)
 	gcc -O1 -g -fsanitize=thread $(WARN) -I$(call lua_inc,5.4) -o $@ $< $(call lua_libs,5.4)

@@ -17,9 +17,23 @@ local core = require "userlist.core"
 local emu = require "support.emu"
 
 local PRISM_ERRORS = "https://stoplight.io/prism/errors#"
-local NAMES = { "HELICONE", "OPENLAYER", "ARTHUR", "USERTOUR_V1", "USERTOUR_V2" }
 local PIPELINE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 local USERS = 250 -- the emulator's default population
+
+-- One proxy per document spec/prism/run finds, named as it names them:
+-- spec/providers/<name>/openapi[-<variant>].json|yaml -> NAME[_VARIANT]
+-- (HELICONE, OPENLAYER, ARTHUR, USERTOUR_V1, USERTOUR_V2).
+local NAMES = {}
+do
+  local p = assert(io.popen("ls -d spec/providers/*/openapi*.json spec/providers/*/openapi*.yaml"
+    .. " 2>/dev/null"))
+  for doc in p:lines() do
+    local folder, variant = doc:match("^spec/providers/([^/]+)/openapi%-?([^/.]*)%.%a+$")
+    if folder then NAMES[#NAMES + 1] = (folder .. (variant ~= "" and "_" .. variant or "")):upper() end
+  end
+  p:close()
+  assert(#NAMES > 0, "no spec/providers/*/openapi*.json|yaml")
+end
 
 local prism, missing = {}, {}
 for _, name in ipairs(NAMES) do
@@ -35,7 +49,7 @@ local MISSING = #missing > 0 and (table.concat(missing, ", ") .. " unset: this s
 -- skips it) when the proxies are not running.
 local function through(name)
   if MISSING then error(MISSING, 2) end
-  return prism[name]
+  return prism[name] or error("no Prism proxy " .. name .. ": no spec/providers document is named so", 2)
 end
 
 -- ------------------------------------------------------------ explaining

@@ -1,5 +1,9 @@
--- Every script in examples/ runs against the emulator, as a user would run
--- it, in a child process of the Lua under test, and exits 0 with its output.
+-- Every example runs against the emulator, as a user would run it, in a
+-- child process of the Lua under test, and exits 0 with its output: the
+-- demo (examples/demo.lua; examples/cli.sh and examples/openresty/ have
+-- their own specs, 50 and 60) and each provider's, found as
+-- spec/providers/<name>/example.lua. A provider's example prints user ids,
+-- and whatever else its own `-- expect: <Lua pattern>` lines say.
 local emu = require "support.emu"
 
 local lua = assert(os.getenv("USERLIST_LUA"), "USERLIST_LUA is unset: run the specs with make test")
@@ -18,16 +22,42 @@ local function run(script)
   return status, text
 end
 
+-- spec/providers/<name>/example.lua for every provider folder that has one.
+local function provider_examples()
+  local p = assert(io.popen("ls -d spec/providers/*/example.lua 2>/dev/null"))
+  local found = {}
+  for line in p:lines() do found[#found + 1] = line end
+  p:close()
+  return found
+end
+
+-- The patterns an example declares in its `-- expect: PATTERN` lines.
+local function declared(script)
+  local out = {}
+  for line in io.lines(script) do
+    local pat = line:match("^%-%- expect: (.-)%s*$")
+    if pat then out[#out + 1] = pat end
+  end
+  return out
+end
+
 describe("examples", function()
   before_each(function() emu.reset() end)
 
   local expect = {
     ["examples/demo.lua"] = { "Helicone", "Openlayer", "Arthur", "Usertour", "1234 users listed" },
-    ["examples/helicone.lua"] = { "user%-%d%d%d%d%d%d%d" },
-    ["examples/openlayer.lua"] = { "user%-%d%d%d%d%d%d%d" },
-    ["examples/arthur.lua"] = { "user%-%d%d%d%d%d%d%d", "users in all" },
-    ["examples/usertour.lua"] = { "user%-%d%d%d%d%d%d%d" },
   }
+  local examples = provider_examples()
+  for _, script in ipairs(examples) do
+    local patterns = { "user%-%d%d%d%d%d%d%d" }
+    for _, pat in ipairs(declared(script)) do patterns[#patterns + 1] = pat end
+    expect[script] = patterns
+  end
+
+  it("finds the providers' examples (spec/providers/harness_spec.lua: one in every folder)", function()
+    assert.is_true(#examples > 0, "no spec/providers/*/example.lua")
+  end)
+
   for script, patterns in pairs(expect) do
     it(script .. " runs against the emulator and exits 0", function()
       local status, text = run(script)

@@ -8,15 +8,6 @@ M.http = assert(os.getenv("USERLIST_EMU_HTTP"),
 M.https = os.getenv("USERLIST_EMU_HTTPS")
 M.ca = os.getenv("USERLIST_EMU_CA")
 
-M.keys = {
-  helicone = "sk-helicone-emu",
-  helicone_read_only = "sk-helicone-emu0000-read000-only000-0000000", -- 401: POSTs need write
-  openlayer = "ol-emu-key",
-  arthur = "arthur-emu-key",
-  usertour = "ak_emu",
-  usertour_v2 = "utp_emu",
-}
-
 -- The control session keeps one connection open, so its own requests are not
 -- counted as new connections after a reset.
 local ctl = core.session()
@@ -29,6 +20,12 @@ end
 
 function M.get(path) return call("GET", path) end
 function M.post(path, body) return call("POST", path, body or {}) end
+
+-- The keys the emulated providers accept, by name, as each one's emulator
+-- module declares them (spec/providers/<name>/emulator.lua, `keys`):
+-- helicone, helicone_read_only (401: POSTs need write), openlayer, arthur,
+-- usertour (v1), usertour_v2, ...
+M.keys = M.get("/_emu/keys")
 
 -- Requests a client gave up on (a listing that ended with pages in flight)
 -- are counted when the emulator finishes them: wait for those (at most 5 s)

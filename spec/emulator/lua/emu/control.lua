@@ -1,6 +1,7 @@
 --- The control API under /_emu/ (no auth), and the two data-plane
 -- endpoints we own: /_emu/echo... and /_emu/big.
 local faults = require "emu.faults"
+local providers = require "emu.providers"
 local store = require "emu.store"
 local util = require "emu.util"
 
@@ -60,6 +61,7 @@ local ROUTES = {
   end },
   ["/_emu/config"] = { GET = config, POST = config },
   ["/_emu/stats"] = { GET = function() return ok(util.encode(store.stats())) end },
+  ["/_emu/keys"] = { GET = function() return ok(util.encode(providers.keys())) end },
   ["/_emu/requests"] = { GET = function() return ok(store.requests()) end },
   ["/_emu/faults"] = { GET = fault_queue, POST = fault_queue, DELETE = fault_queue },
 }

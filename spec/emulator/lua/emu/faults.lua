@@ -33,10 +33,29 @@ local KEYS = {
   content_type = str,
   oversize_bytes = function(v) return int(v) and v >= 0 end,
   deep = function(v) return int(v) and v >= 1 and v <= 10000000 end,
-  helicone_error = function(v) return bool(v) or str(v) end,
   rate_limit_remaining = function(v) return int(v) and v >= 0 end,
   rate_limit_reset = function(v) return int(v) and v >= 0 end,
 }
+
+-- Keys a provider's emulator module adds (its `faults`, see emu.providers):
+-- name -> response(value, status), in the order they were declared.
+local OWN = {}
+
+--- Adds a provider's fault key (emu.providers.load, before the workers
+-- fork): a truthy value replaces the answer with response(value, status).
+function M.declare(name, check, response, where)
+  assert(KEYS[name] == nil, (where or "?") .. ": fault key " .. name .. " is declared twice")
+  assert(type(check) == "function" and type(response) == "function",
+    (where or "?") .. ": fault key " .. name .. " needs check and response functions")
+  KEYS[name] = check
+  OWN[#OWN + 1] = { name, response }
+end
+
+local function declared(spec)
+  for _, d in ipairs(OWN) do
+    if spec[d[1]] then return d end
+  end
+end
 
 --- Checks a decoded spec. @return spec or nil, message
 function M.validate(spec)
@@ -126,7 +145,7 @@ end
 -- so nothing is mutated).
 function M.replaces(spec)
   return spec.body or spec.invalid_json or spec.html or spec.empty or spec.oversize_bytes
-    or spec.deep or spec.loading or spec.helicone_error or (spec.status and spec.status >= 400)
+    or spec.deep or spec.loading or declared(spec) ~= nil or (spec.status and spec.status >= 400)
     or false
 end
 
@@ -134,11 +153,8 @@ end
 function M.response(spec, provider)
   local st = spec.status
   if spec.loading then return util.json(st or 202, '{"success":true}') end
-  if spec.helicone_error then
-    local msg = type(spec.helicone_error) == "string" and spec.helicone_error
-      or "Error executing query: emulated database error"
-    return util.json(st or 200, '{"data":null,"error":' .. util.str(msg) .. "}")
-  end
+  local own = declared(spec)
+  if own then return own[2](spec[own[1]], st) end
   if spec.invalid_json then return util.json(st or 200, '{"data": [1, 2,') end
   if spec.empty then return util.json(st or 200, "") end
   if spec.html then

@@ -1,22 +1,14 @@
 --- Entry point (content_by_lua): control requests go to emu.control; every
 -- other request is "data plane": counted, logged, delayed, subject to
--- faults, and answered by the provider that owns its path.
+-- faults, and answered by the provider whose routes match its path (the
+-- providers found under spec/providers/, see emu.providers).
 local control = require "emu.control"
 local faults = require "emu.faults"
+local providers = require "emu.providers"
 local store = require "emu.store"
 local util = require "emu.util"
 
 local M = {}
-
-local PROVIDERS = {
-  { "^/v1/user/", require "emu.helicone" },
-  { "^/v1/user$", require "emu.helicone" },
-  { "^/v1/inference%-pipelines/", require "emu.openlayer" },
-  { "^/api/v1/traces/users", require "emu.arthur" },
-  { "^/v1/users$", require "emu.usertour" },
-  { "^/v1/users/", require "emu.usertour" },
-  { "^/v2/", require "emu.usertour" },
-}
 
 -- The pseudo-provider of /_emu/echo, /_emu/big and unknown paths.
 local OWN = {
@@ -29,10 +21,9 @@ local OWN = {
 }
 
 local function provider_of(path)
-  for _, p in ipairs(PROVIDERS) do
-    if path:find(p[1]) then return p[2] end
-  end
-  return OWN
+  local p, err = providers.of(path)
+  if err then return nil, err end
+  return p or OWN
 end
 
 local function is_control(path)
@@ -61,7 +52,8 @@ function M.handle()
   if not n then return faults.send(util.emu_error(400, "X-Emu-Users must be an integer 0..100000000")) end
   if cfg.delay_ms > 0 then ngx.sleep(cfg.delay_ms / 1000) end
 
-  local provider = provider_of(req.path)
+  local provider, perr = provider_of(req.path)
+  if not provider then return faults.send(util.emu_error(500, perr)) end
   local ctx = { cfg = cfg, users = n, fault = spec, seq = seq }
   local res
   if spec and faults.replaces(spec) then

@@ -9,21 +9,23 @@ local dict = ngx.shared.emu
 local LOG_SIZE = 200
 local MAX_LOGGED_BODY = 262144
 
--- name -> {default, check(v) -> ok}
+-- name -> {default, check(v) -> ok}: the keys of every provider, and those
+-- each provider's emulator module adds (its `config`, see emu.providers)
 local function count(v) return type(v) == "number" and v >= 0 and v == math.floor(v) end
 local function boolean(v) return type(v) == "boolean" end
 local CONFIG = {
   users = { data.DEFAULT_USERS, count },
   delay_ms = { 0, count },
-  openlayer_loading = { 0, count },
-  helicone_error = { false, function(v) return v == false or type(v) == "string" end },
-  helicone_string_totals = { false, boolean },
-  helicone_cost_field = { "cost", function(v) return v == "cost" or v == "cost_usd" end },
-  helicone_blank_user = { false, boolean },
-  helicone_rate_limit = { 10000, count },
-  usertour_rate_limit = { 3000, count },
   rate_limit_enforce = { false, boolean },
 }
+
+--- Adds a provider's config key (emu.providers.load, before the workers fork).
+function M.declare(name, default, check, where)
+  assert(CONFIG[name] == nil, (where or "?") .. ": config key " .. name .. " is declared twice")
+  assert(type(check) == "function" and check(default), (where or "?") .. ": config key " .. name
+    .. " needs a check(v) that its default passes")
+  CONFIG[name] = { default, check }
+end
 
 function M.reset() dict:flush_all() end
 

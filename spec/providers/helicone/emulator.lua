@@ -25,6 +25,31 @@ local WINDOW = 300 -- seconds: the rate limit is per organisation per 5 minutes
 local fmt, concat, floor, max, min = string.format, table.concat, math.floor, math.max, math.min
 local str = util.str
 
+-- What the emulator takes from this module (spec/emulator/lua/emu/providers.lua).
+M.routes = { "^/v1/user/", "^/v1/user$" }
+M.keys = { helicone = KEY, helicone_read_only = READ_ONLY_KEY }
+
+local function natural(v) return type(v) == "number" and v >= 0 and v == floor(v) end
+local function boolean(v) return type(v) == "boolean" end
+M.config = {
+  helicone_error = { false, function(v) return v == false or type(v) == "string" end },
+  helicone_string_totals = { false, boolean },
+  helicone_cost_field = { "cost", function(v) return v == "cost" or v == "cost_usd" end },
+  helicone_blank_user = { false, boolean },
+  helicone_rate_limit = { 10000, natural },
+}
+
+--- Fault `helicone_error`: a database error as the seed endpoint answers it.
+M.faults = {
+  helicone_error = {
+    check = function(v) return type(v) == "boolean" or type(v) == "string" end,
+    response = function(v, status)
+      local msg = type(v) == "string" and v or "Error executing query: emulated database error"
+      return util.json(status or 200, '{"data":null,"error":' .. str(msg) .. "}")
+    end,
+  },
+}
+
 local SORT_KEYS = {
   id = false, user_id = false, first_active = false, -- grow with the index
   active_for = function(u) return u.active_for end,

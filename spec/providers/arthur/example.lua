@@ -2,11 +2,13 @@
 -- one user's details. Against the bundled emulator:
 --
 --   spec/emulator/run exec -- env LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
---     LUA_CPATH='build/5.4/?.so;;' lua5.4 examples/arthur.lua
+--     LUA_CPATH='build/5.4/?.so;;' lua5.4 spec/providers/arthur/example.lua
 --
 -- Against a real engine, set ARTHUR_BASE_URL and ARTHUR_API_KEY (and
 -- ARTHUR_TASK_IDS, comma-separated) instead of USERLIST_EMU_HTTP.
 -- Exits non-zero on any failure.
+--
+-- expect: users in all
 local userlist = require "userlist"
 
 local emu = os.getenv("USERLIST_EMU_HTTP")
@@ -51,6 +53,6 @@ local ok, err = pcall(function()
 end)
 
 if not ok then
-  io.stderr:write("examples/arthur.lua: ", tostring(err), "\n")
+  io.stderr:write("spec/providers/arthur/example.lua: ", tostring(err), "\n")
   os.exit(1)
 end

@@ -12,6 +12,10 @@ local PERIOD = 15 -- task membership depends on i%3 and i%5
 local fmt, concat, floor, max, min = string.format, table.concat, math.floor, math.max, math.min
 local str = util.str
 
+-- What the emulator takes from this module (spec/emulator/lua/emu/providers.lua).
+M.routes = { "^/api/v1/traces/users" }
+M.keys = { arthur = KEY }
+
 local DETAIL = { [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
                  [405] = "Method Not Allowed", [500] = "Internal Server Error" }
 

@@ -10,6 +10,13 @@ local M = {}
 
 local KEY = "ol-emu-key"
 local fmt, concat, min, floor = string.format, table.concat, math.min, math.floor
+
+-- What the emulator takes from this module (spec/emulator/lua/emu/providers.lua).
+M.routes = { "^/v1/inference%-pipelines/" }
+M.keys = { openlayer = KEY }
+M.config = {
+  openlayer_loading = { 0, function(v) return type(v) == "number" and v >= 0 and v == floor(v) end },
+}
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
 local COLUMNS = {

@@ -1,7 +1,7 @@
 -- List Helicone users from the bundled emulator (no account needed):
 --
 --   spec/emulator/run exec -- env LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
---     LUA_CPATH='build/5.4/?.so;;' lua5.4 examples/helicone.lua
+--     LUA_CPATH='build/5.4/?.so;;' lua5.4 spec/providers/helicone/example.lua
 --
 -- USERLIST_EMU_HTTP is the emulator's address (spec/emulator/run sets it) and
 -- sk-helicone-emu its key. Against the real service, drop base_url and set
@@ -59,6 +59,6 @@ end
 
 local ok, err = pcall(main)
 if not ok then
-  io.stderr:write("examples/helicone.lua: ", tostring(err), "\n")
+  io.stderr:write("spec/providers/helicone/example.lua: ", tostring(err), "\n")
   os.exit(1)
 end

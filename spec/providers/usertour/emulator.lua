@@ -5,6 +5,7 @@
 --
 -- Positions: generated user i sits at position i (1..N); users created by
 -- upsert follow at N + seq. Ascending createdAt is ascending position.
+-- luacheck: read globals ngx
 local data = require "emu.data"
 local store = require "emu.store"
 local util = require "emu.util"
@@ -17,6 +18,13 @@ local DOC = "https://docs.usertour.io"
 local COMPANY_BASE = 1733011200 -- 2024-12-01T00:00:00Z: builtin company co-k is k hours later
 local fmt, concat, floor, max, min = string.format, table.concat, math.floor, math.max, math.min
 local str = util.str
+
+-- What the emulator takes from this module (spec/emulator/lua/emu/providers.lua).
+M.routes = { "^/v1/users$", "^/v1/users/", "^/v2/" }
+M.keys = { usertour = "ak_" .. KEY_V1, usertour_v2 = KEY_V2 }
+M.config = {
+  usertour_rate_limit = { 3000, function(v) return type(v) == "number" and v >= 0 and v == floor(v) end },
+}
 
 local MESSAGES = {
   E0000 = "An unknown error has occurred. The Usertour team is working quickly to resolve it."

@@ -3,7 +3,7 @@
 --
 -- Against the bundled emulator (from the repository root):
 --   spec/emulator/run exec -- env LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
---     LUA_CPATH='build/5.4/?.so;;' lua5.4 examples/usertour.lua
+--     LUA_CPATH='build/5.4/?.so;;' lua5.4 spec/providers/usertour/example.lua
 -- Against api.usertour.io: unset USERLIST_EMU_HTTP, set USERTOUR_API_KEY=ak_...
 -- and, for v2, USERTOUR_V2_TOKEN, USERTOUR_PROJECT_ID and USERTOUR_ENVIRONMENT_ID.
 -- Exits non-zero on any failure.

@@ -2,7 +2,7 @@
 --
 -- Against the bundled emulator (no account needed):
 --   spec/emulator/run exec -- env LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
---     LUA_CPATH='build/5.4/?.so;;' lua5.4 examples/openlayer.lua
+--     LUA_CPATH='build/5.4/?.so;;' lua5.4 spec/providers/openlayer/example.lua
 -- Against Openlayer itself: unset USERLIST_EMU_HTTP, set OPENLAYER_API_KEY
 -- and OPENLAYER_PIPELINE_ID. Exits non-zero on any failure.
 local userlist = require "userlist"
