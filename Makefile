@@ -55,8 +55,9 @@ core  = $1 $3 $(WARN) -fPIC -fvisibility=hidden $(DEFS) $(CURL_CFLAGS) -I$(call 
 # The specs run against the emulator, every request checked by Prism (spec/20
 # needs it); those of spec/unit need neither. EMU_SPECS: every other one, wherever.
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
-EMU_SPECS  = $(filter-out spec/unit/% spec/20-openapi_spec.lua,$(sort $(shell find spec -name '*_spec.lua' \
-             -not -path '*/node_modules/*')))
+EMU_SPECS  = $(filter-out spec/unit/% spec/20-openapi_spec.lua,$(shell find spec/providers -name '*_spec.lua' \
+             | sort) $(sort $(shell find spec -name '*_spec.lua' -not -path '*/node_modules/*' \
+             -not -path 'spec/providers/*')))
 
 .PHONY: build demo check check-unit test spec lint compile-check install-check rock docs bench \
         check-mem check-valgrind check-asan check-tsan fuzz clean
