@@ -55,9 +55,9 @@ core  = $1 $3 $(WARN) -fPIC -fvisibility=hidden $(DEFS) $(CURL_CFLAGS) -I$(call 
 # The specs run against the emulator, every request checked by Prism (spec/20
 # needs it); those of spec/unit need neither. EMU_SPECS: every other one, wherever.
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
-EMU_SPECS  = $(filter-out spec/unit/% spec/20-openapi_spec.lua,$(shell find spec/providers -name '*_spec.lua' \
-             | sort) $(sort $(shell find spec -name '*_spec.lua' -not -path '*/node_modules/*' \
-             -not -path 'spec/providers/*')))
+EMU_SPECS  = $(filter-out spec/unit/% spec/20-openapi_spec.lua spec/providers/%/openapi_spec.lua,$(shell \
+             find spec/providers -name '*_spec.lua' | sort) $(sort $(shell find spec -name '*_spec.lua' \
+             -not -path '*/node_modules/*' -not -path 'spec/providers/*')))
 
 .PHONY: build demo check check-unit test spec lint compile-check install-check rock docs bench \
         check-mem check-valgrind check-asan check-tsan fuzz clean
@@ -166,7 +166,7 @@ check-asan: build/asan/5.4/userlist/core.so
 # nginx's (child processes, no thread of ours) and Prism's (20).
 TSAN_SPECS := $(foreach n,unit/01-core 02-request 03-errors 04-session 05-proxy 06-ratelimit \
               14-concurrency 15-loop 40-faults 41-reliability 42-security,spec/$n_spec.lua) \
-              $(wildcard spec/providers/*/*_spec.lua)
+              $(filter-out spec/providers/%/openapi_spec.lua,$(wildcard spec/providers/*/*_spec.lua))
 build/tsan/lua: spec/support/tsan-lua.c Makefile
 	@mkdir -p $(@D)
 	gcc -O1 -g -fsanitize=thread $(WARN) -I$(call lua_inc,5.4) -o $@ $< $(call lua_libs,5.4)
