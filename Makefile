@@ -52,8 +52,9 @@ LIBS  = $(CURL_LIBS) -lpthread
 core  = $1 $3 $(WARN) -fPIC -fvisibility=hidden $(DEFS) $(CURL_CFLAGS) -I$(call lua_inc,$2) \
         $(SHARED) -o $4 $(SRCS) $(LIBS)
 
-# The specs run against the emulator, every request checked by Prism (spec/20
-# needs it); those of spec/unit need neither. EMU_SPECS: every other one, wherever.
+# The specs run against the emulator, every request checked by Prism (spec/20 and
+# spec/providers/*/openapi_spec.lua need it); those of spec/unit need neither.
+# EMU_SPECS: every other one, wherever, the providers' first (spec/run.sh says why).
 RUN_SPECS := spec/emulator/run exec -- spec/prism/run exec -- spec/run.sh
 EMU_SPECS  = $(filter-out spec/unit/% spec/20-openapi_spec.lua spec/providers/%/openapi_spec.lua,$(shell \
              find spec/providers -name '*_spec.lua' | sort) $(sort $(shell find spec -name '*_spec.lua' \
@@ -163,7 +164,7 @@ check-asan: build/asan/5.4/userlist/core.so
 # would reach the specs' child processes, and Debian's sh crashes under it. Left out:
 # the decoder's (unit/07, 08, unit/16: no thread; errors raised through longjmp grow
 # TSan's memory without bound), unit/09 (git), the command's, the examples' and
-# nginx's (child processes, no thread of ours) and Prism's (20).
+# nginx's (child processes, no thread of ours) and Prism's (20, providers' openapi).
 TSAN_SPECS := $(foreach n,unit/01-core 02-request 03-errors 04-session 05-proxy 06-ratelimit \
               14-concurrency 15-loop 40-faults 41-reliability 42-security,spec/$n_spec.lua) \
               $(filter-out spec/providers/%/openapi_spec.lua,$(wildcard spec/providers/*/*_spec.lua))

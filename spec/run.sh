@@ -6,7 +6,8 @@
 # The specs of spec/unit need no network: USERLIST_SPEC=spec/unit runs them
 # alone (make check-unit). Every other one runs against the emulator whose
 # address is in USERLIST_EMU_HTTP (spec/emulator/run exec sets it), and
-# spec/20 through Prism too (spec/prism/run exec).
+# spec/20 and spec/providers/*/openapi_spec.lua through Prism too
+# (spec/prism/run exec).
 # USERLIST_BUILD=build/asan loads the core from another build tree, and
 # USERLIST_WRAP="valgrind ..." runs busted under a wrapper (make check-mem).
 set -u
