@@ -11,15 +11,9 @@ local userlist = require "userlist"
 local emu = require "support.emu"
 local prism = require "support.prism"
 
-local PRISM_ERRORS = prism.PRISM_ERRORS
-local through = prism.through
-local problem_of = prism.problem_of
-local explain = prism.explain
-local must = prism.must
-local all = prism.all
-local page = prism.page
-local forwarded = prism.forwarded
-local has_params = prism.has_params
+local PRISM_ERRORS, through, problem_of = prism.PRISM_ERRORS, prism.through, prism.problem_of
+local explain, must, all, page = prism.explain, prism.must, prism.all, prism.page
+local forwarded, has_params = prism.forwarded, prism.has_params
 
 describe("OpenAPI conformance through Prism", function()
   before_each(function() emu.reset() end)

@@ -10,13 +10,8 @@ local userlist = require "userlist"
 local emu = require "support.emu"
 local prism = require "support.prism"
 
-local through = prism.through
-local must = prism.must
-local all = prism.all
-local page = prism.page
-local forwarded = prism.forwarded
-local json_body = prism.json_body
-local ids = prism.ids
+local through, must, all, page = prism.through, prism.must, prism.all, prism.page
+local forwarded, json_body, ids = prism.forwarded, prism.json_body, prism.ids
 
 local USERS = 250 -- the emulator's default population
 

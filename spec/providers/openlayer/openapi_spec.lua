@@ -10,12 +10,8 @@ local userlist = require "userlist"
 local emu = require "support.emu"
 local prism = require "support.prism"
 
-local through = prism.through
-local all = prism.all
-local page = prism.page
-local forwarded = prism.forwarded
-local has_params = prism.has_params
-local json_body = prism.json_body
+local through, all, page, forwarded = prism.through, prism.all, prism.page, prism.forwarded
+local has_params, json_body = prism.has_params, prism.json_body
 
 local PIPELINE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 local USERS = 250 -- the emulator's default population

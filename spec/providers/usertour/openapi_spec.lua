@@ -10,13 +10,8 @@ local userlist = require "userlist"
 local emu = require "support.emu"
 local prism = require "support.prism"
 
-local through = prism.through
-local problem_of = prism.problem_of
-local explain = prism.explain
-local must = prism.must
-local all = prism.all
-local forwarded = prism.forwarded
-local has_params = prism.has_params
+local through, problem_of, explain = prism.through, prism.problem_of, prism.explain
+local must, all, forwarded, has_params = prism.must, prism.all, prism.forwarded, prism.has_params
 local json_body = prism.json_body
 
 local USERS = 250 -- the emulator's default population
