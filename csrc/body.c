@@ -39,11 +39,13 @@ static const char *find_bytes(const char *h, size_t hlen, const char *n, size_t 
     return NULL;
 }
 
-const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const char *key,
-                             size_t *len)
+/* The one redaction of userlist: every occurrence of the key becomes
+ * [REDACTED], in error bodies and messages here, and in what the Lua layer
+ * hands the caller (core.redact). */
+static const char *push_redacted(lua_State *L, const char *data, size_t dlen, const char *key,
+                                 size_t klen, size_t *len)
 {
     const char *p = data ? data : "", *end = p + dlen, *hit;
-    size_t klen = key ? strlen(key) : 0;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     /* byte-wise, so a key after an embedded NUL is found as well */
@@ -55,6 +57,26 @@ const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const 
     luaL_addlstring(&b, p, (size_t)(end - p));
     luaL_pushresult(&b);
     return lua_tolstring(L, -1, len);
+}
+
+const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const char *key,
+                             size_t *len)
+{
+    return push_redacted(L, data, dlen, key, key ? strlen(key) : 0, len);
+}
+
+/* core.redact(s, key): s itself when the key is not in it. */
+int ul_redact(lua_State *L)
+{
+    size_t slen, klen;
+    const char *s = luaL_checklstring(L, 1, &slen);
+    const char *key = luaL_checklstring(L, 2, &klen);
+    if (find_bytes(s, slen, key, klen) == NULL) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    push_redacted(L, s, slen, key, klen, NULL);
+    return 1;
 }
 
 /* Decodes data (JSON null: core.null); leaves the value and returns 1, or

@@ -12,6 +12,8 @@ void ul_push_excerpt(lua_State *L, const char *body, size_t len, size_t off);
 
 /* Pushes data with every occurrence of key (may be NULL) replaced by
  * "[REDACTED]", and returns the pushed string and its length. */
+/* core.redact(s, key) */
+int ul_redact(lua_State *L);
 const char *ul_push_redacted(lua_State *L, const char *data, size_t dlen, const char *key,
                              size_t *len);
 

@@ -157,6 +157,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"json_encode", core_json_encode},
         {"shape", ul_shape},
         {"parse_time", ul_parse_time},
+        {"redact", ul_redact},
         {"to_number", ul_to_number},
         {"to_int", ul_to_int},
         {"to_id", ul_to_id},

@@ -1,6 +1,7 @@
 /* Structured error values: plain tables with a shared metatable, so that the
  * Lua layer can add provider fields (code, retry_after, ...) freely. */
 #include "core.h"
+#include "body.h"
 #include "compat.h"
 
 #include <lauxlib.h>
@@ -14,11 +15,7 @@ void ul_push_error(lua_State *L, const char *kind, long status,
     lua_newtable(L);
     lua_pushstring(L, kind);
     lua_setfield(L, -2, "kind");
-    if (secret != NULL && secret[0] != '\0' && strstr(message, secret) != NULL) {
-        luaL_gsub(L, message, secret, "[REDACTED]");
-    } else {
-        lua_pushstring(L, message);
-    }
+    ul_push_redacted(L, message, strlen(message), secret, NULL);
     lua_setfield(L, -2, "message");
     if (status > 0) {
         ul_pushint(L, status);

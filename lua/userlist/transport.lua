@@ -113,20 +113,7 @@ end
 
 -- A server can echo the key back in anything it sends (an error body, a
 -- next link): every error and event is scrubbed before the caller sees it.
-local REDACTED = "[REDACTED]"
-local function scrub_string(v, key)
-  local i = v:find(key, 1, true)
-  if not i then return v end
-  local out, pos = {}, 1
-  while i do
-    out[#out + 1] = v:sub(pos, i - 1)
-    out[#out + 1] = REDACTED
-    pos = i + #key
-    i = v:find(key, pos, true)
-  end
-  out[#out + 1] = v:sub(pos)
-  return table.concat(out)
-end
+local scrub_string = core.redact
 
 -- Values only, never names: a decoded body or a header table.
 local function scrub_values(t, key, depth)

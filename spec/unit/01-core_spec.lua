@@ -29,6 +29,15 @@ describe("userlist.core module", function()
     assert.equal("AZaz09-._~", core.escape("AZaz09-._~"))
   end)
 
+  it("redacts every occurrence of a key, and returns a string without it as it is", function()
+    local key = "sk-helicone-abcdefg-hijklmn-opqrstu-vwxyz01"
+    assert.equal("a [REDACTED] b [REDACTED][REDACTED]",
+      core.redact("a " .. key .. " b " .. key .. key, key))
+    assert.equal("bearer token", core.redact("bearer token", key))
+    assert.equal("x[REDACTED]y", core.redact("x\0k\0y", "\0k\0")) -- bytes, NULs too
+    assert.has_error(function() core.redact("x") end)
+  end)
+
   it("raises naming the argument when escape gets no string", function()
     assert.has_error(function() core.escape({}) end)
     local ok, err = pcall(core.escape)
