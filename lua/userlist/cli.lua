@@ -25,6 +25,7 @@ local userlist = require "userlist"
 local uargs = require "userlist.args"
 
 local core = userlist.core
+local DEFAULTS = core.defaults -- the one table of option defaults (csrc/session.c)
 local floor, huge = math.floor, math.huge
 local concat, sort = table.concat, table.sort
 
@@ -233,14 +234,14 @@ local COMMON = {
   { "--by", "what --top ranks by: cost (default), tokens or requests", choices = M.METRICS },
   { "--header", "an extra request header \"Name: value\" (repeat it)", convert = header_arg, many = true,
     argname = "<header>" },
-  { "--timeout", "seconds for one request (default 60)", client = "timeout", convert = seconds_arg,
-    argname = "<seconds>" },
+  { "--timeout", ("seconds for one request (default %d)"):format(DEFAULTS.timeout), client = "timeout",
+    convert = seconds_arg, argname = "<seconds>" },
   { "--deadline", "seconds for the whole listing, retries and waits included", client = "deadline",
     convert = seconds_arg, argname = "<seconds>" },
-  { "--max-retries", "retries of a failed request (default 2)", client = "max_retries",
-    convert = int_arg, argname = "<n>" },
-  { "--concurrency", "pages fetched at once (default 4; 1: one after another)", client = "concurrency",
-    convert = positive_int, argname = "<n>" },
+  { "--max-retries", ("retries of a failed request (default %d)"):format(DEFAULTS.max_retries),
+    client = "max_retries", convert = int_arg, argname = "<n>" },
+  { "--concurrency", ("pages fetched at once (default %d; 1: one at a time)"):format(DEFAULTS.concurrency),
+    client = "concurrency", convert = positive_int, argname = "<n>" },
   { "--cafile", "CA bundle to verify TLS against", client = "cafile", argname = "<file>" },
   { "--strict", "stop on a field that cannot be read (default: warn on stderr, go on)",
     client = "strict", flag_value = true },
