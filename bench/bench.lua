@@ -14,7 +14,6 @@
 local userlist = require "userlist"
 local core = require "userlist.core"
 local cjson = require "cjson"
-local norm = require "userlist.normalize"
 local R = require "requests"
 
 local BASE = assert(os.getenv("USERLIST_EMU_HTTP"), "run it with make bench")
@@ -153,7 +152,7 @@ end
 --   cjson    cjson.decode alone: the floor the issue measures against
 --   shape    cjson.decode, then the provider's parse (what 0.1.0 did)
 --   onepass  core.decode_body given the listing's rows declaration, then
---            the same parse (which adopts the rows shaped while decoding):
+--            the same parse (handed what the core found shaping the rows):
 --            what the client does with every page
 -- @return rows, CPU seconds
 local function decode_saved(name, pages, dir, what)
@@ -182,8 +181,8 @@ local function decode_saved(name, pages, dir, what)
     else
       local outcome
       doc, outcome = core.decode_body(texts[k], "GET", BASE, nil, shaped)
-      norm.adopt(assert(outcome, "decode"), true)
-      listing.parse(c, doc, p, listing.first(p))
+      assert(outcome, "decode").lenient = true
+      listing.parse(c, doc, p, listing.first(p), outcome)
     end
     rows = rows + #rows_of(name, doc)
   end

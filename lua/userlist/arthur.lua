@@ -153,12 +153,12 @@ local listing = {
       sort = p.sort, page_size = p.page_size, page = st.page,
     } }
   end,
-  parse = function(c, body, p, st)
+  parse = function(c, body, p, st, shaped)
     local users = type(body) == "table" and body.users
     if type(users) ~= "table" then
       error(errors.new{ kind = "decode", message = "response has no 'users' array" }, 0)
     end
-    norm.rows(users, ROW, p.offset, 0, c, p.warned)
+    norm.rows(users, ROW, p.offset, 0, c, p.warned, shaped)
     local count = norm.int(body.count)
     p.count = count -- bounds the pages fetched ahead
     local seen = p.page_size * st.page + #users

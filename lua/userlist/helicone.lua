@@ -192,10 +192,10 @@ local function in_asked_order(rows, batch)
   return rows
 end
 
-local function query_rows(body, c, warned)
+local function query_rows(body, c, warned, shaped)
   local data = data_of(body)
   if type(data) ~= "table" then decode_error("response 'data' is not an array") end
-  return norm.rows(data, QUERY_ROW, 0, 0, c, warned)
+  return norm.rows(data, QUERY_ROW, 0, 0, c, warned, shaped)
 end
 
 -- The listing ----------------------------------------------------------------
@@ -224,10 +224,10 @@ local listing = {
       timeFilter = p.time_filter, timeZoneDifferenceMinutes = p.tz,
     }, default_sort = p.sort_is_default and p.sort and p or nil, pos = pos }
   end,
-  parse = function(c, body, p, pos)
+  parse = function(c, body, p, pos, shaped)
     if p.mode == "ids" then
       local batch = batch_of(p, pos)
-      local rows = in_asked_order(query_rows(body, c, p.warned), batch)
+      local rows = in_asked_order(query_rows(body, c, p.warned, shaped), batch)
       local nxt = pos + #batch
       return rows, (nxt < #p.ids) and nxt or nil,
         { offset = pos, ids = #batch, truncated = false }
@@ -237,7 +237,7 @@ local listing = {
     if type(users) ~= "table" then decode_error("response has no 'data.users' array") end
     p.read = true -- from here on a refused sort is not the fallback's to fix
     local shift = p.tz and math.abs(p.tz) * 60 or 0
-    norm.rows(users, METRICS_ROW, 0, shift, c, p.warned)
+    norm.rows(users, METRICS_ROW, 0, shift, c, p.warned, shaped)
     -- a short page is the last; `count` is cached and ignores the filter
     local last = #users < p.limit
     return users, (not last) and (pos + #users) or nil,

@@ -6,8 +6,6 @@ local core = require "userlist.core"
 local errors = require "userlist.errors"
 
 local M = {}
--- rows the core shaped while decoding them -> what it found (M.adopt)
-local shaped = setmetatable({}, { __mode = "k" })
 
 -- One value converted as every row's are (the core owns the rules):
 --- A number from a number or a numeric string ("15", from 64-bit totals), else nil.
@@ -78,15 +76,15 @@ end
 -- nothing: its common field is left out, the provider's field keeps the
 -- value as sent, and client `c` gets a `warning` event, once per field for
 -- each `warned` set (one per listing). With the client option `strict`, or
--- without a client, it is a decode error.
-function M.rows(rows, spec, naive_offset, shift, c, warned)
+-- without a client, it is a decode error. `shaped`, if given: what the core
+-- found when it shaped these rows as it decoded them (`core.decode_body` or
+-- a transfer given `rows`, with `lenient` as it was asked), reported instead
+-- of shaping them again.
+function M.rows(rows, spec, naive_offset, shift, c, warned, shaped)
   local lenient = c ~= nil and not c.transport.strict
   local i, bad, unread
-  local done = shaped[rows]
-  if done and done.lenient == lenient then
-    -- the core shaped these rows as it decoded them (see `adopt`)
-    shaped[rows] = nil
-    i, bad, unread = done.bad, done.message, done.unread
+  if shaped and shaped.rows == rows and shaped.lenient == lenient then
+    i, bad, unread = shaped.bad, shaped.message, shaped.unread
   else
     i, bad, unread = core.shape(rows, spec, naive_offset, shift, lenient)
   end
@@ -108,16 +106,6 @@ function M.rows(rows, spec, naive_offset, shift, c, warned)
     end
   end
   return rows
-end
-
---- Takes note of a page whose rows the core shaped as it decoded them
--- (`core.decode_body` or a transfer given `rows`): `rows` then reports what
--- that pass found instead of shaping them again. Keyed weakly by the rows.
-function M.adopt(outcome, lenient)
-  if type(outcome.rows) == "table" then
-    outcome.lenient = lenient
-    shaped[outcome.rows] = outcome
-  end
 end
 
 --- Shapes one object (a single-user endpoint) without the row checks.

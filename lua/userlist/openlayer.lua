@@ -176,12 +176,12 @@ local listing = {
       query = { page = page, perPage = p.per_page, sortColumn = p.sort_column, asc = p.asc },
     }
   end,
-  parse = function(c, body, p, page)
+  parse = function(c, body, p, page, shaped)
     local items = type(body) == "table" and body.items
     if type(items) ~= "table" then
       error(errors.new{ kind = "decode", message = "response has no 'items' array" }, 0)
     end
-    norm.rows(items, ROW, 0, 0, c, p.warned)
+    norm.rows(items, ROW, 0, 0, c, p.warned, shaped)
     -- no total, no next link: a short (or empty) page is the last one
     local last = #items < p.per_page
     return items, (not last) and (page + 1) or nil, { page = page, per_page = p.per_page }

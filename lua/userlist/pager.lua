@@ -6,7 +6,9 @@
 --   prepare(client, q) -> p       validated request facts (raises invalid errors)
 --   first(p) -> state             the first page's position
 --   request(client, p, state) -> {method, path, query, json}
---   parse(client, body, p, state) -> items, next_state | nil (last page), facts
+--   parse(client, body, p, state, shaped) -> items, next_state | nil (last page), facts
+--                                 (`shaped`: what the core found shaping the
+--                                 rows as it decoded them, for normalize.rows)
 --   key(user) -> string           optional: the dedupe key
 --   identity(user) -> string      optional: a row's unique identity (default
 --                                 its id), for the loop guard
@@ -16,7 +18,7 @@
 --   rows(p) -> spec, naive_offset, shift  optional: the shape of a page's
 --                                 rows (normalize.shape; its `list` the
 --                                 path), so that the core shapes each row
---                                 as it decodes it (parse's normalize.rows
+--                                 as it decodes it (parse's normalize.rows,
 --                                 then only reports what it found)
 --   guess(client, text, p, state) -> state  optional, cursor listings: a
 --                                 guess at the next position from a page's
@@ -274,7 +276,7 @@ end
 -- request it came from, after closing the walk.
 local function parse_page(w, req, res, state)
   local client = w.client
-  local ok, items, next_state, facts = pcall(w.listing.parse, client, res.body, w.p, state)
+  local ok, items, next_state, facts = pcall(w.listing.parse, client, res.body, w.p, state, res.shaped)
   if not ok then
     close_walk(w)
     if errors.is(items) then

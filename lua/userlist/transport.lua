@@ -15,7 +15,6 @@
 -- @module userlist.transport
 local core = require "userlist.core"
 local errors = require "userlist.errors"
-local norm = require "userlist.normalize"
 
 local M = {}
 
@@ -387,7 +386,8 @@ function Transport:_run(session, c)
     err = self:_rate_pause(c)
     if not err then res, err = self:_try(session, c) end
     if res then res, err = self:_decode(c, res) end
-    if res and res.shaped then norm.adopt(res.shaped, c.req.rows[4]) end
+    -- for normalize.rows, handed it by the listing's parse
+    if res and res.shaped then res.shaped.lenient = c.req.rows[4] end
     if res then res, err = self:_check(c, res) end
     if res then return res end
     if res == nil then

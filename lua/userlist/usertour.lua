@@ -252,7 +252,7 @@ local listing = {
     if next_url then return { method = "GET", url = next_url, path = next_url:sub(#c.base_url + 1) } end
     return { method = "GET", url = c.base_url .. p.path, path = p.path, query = p.query }
   end,
-  parse = function(c, body, p, current)
+  parse = function(c, body, p, current, shaped)
     local results = type(body) == "table" and body.results
     if type(results) ~= "table" then decode_error("response has no 'results' array") end
     local url = page_url(c, p, current)
@@ -264,7 +264,7 @@ local listing = {
         .. "empty page for the cursor given: no user has that id (deleted, or never a user's "
         .. "id), or none comes after it" }, 0)
     end
-    norm.rows(results, ROW, 0, 0, c, p.warned)
+    norm.rows(results, ROW, 0, 0, c, p.warned, shaped)
     local facts = { previous = link_of(c, url, body.previous, "previous") }
     local nxt = link_of(c, url, body.next, "next")
     if nxt == nil then return results, nil, facts end
