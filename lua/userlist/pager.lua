@@ -43,7 +43,7 @@
 -- offset listings (`ahead`), the next positions are asked for while the
 -- current page is read; for cursor listings, the next page is asked for as
 -- soon as its cursor is known. Users still come in order, a failed prefetch
--- goes through the client's one request path (retries included), and at the
+-- goes through the transport (retries included), and at the
 -- end at most `concurrency` requests were sent past it. With concurrency
 -- 1 nothing is fetched ahead: each page is asked for when the caller wants it.
 -- @module userlist.pager
@@ -313,7 +313,7 @@ local function stale(w, err)
 end
 
 -- The page at the walk's position went stale: asks again for the page before
--- through the one request path, and gives what it holds that was not given
+-- through the transport, and gives what it holds that was not given
 -- yet, with its next position. Raises (after closing the walk) when that
 -- page's position is stale too: the rows after the last one given may be
 -- missing, and no position is left to find them from.
