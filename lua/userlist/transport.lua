@@ -220,14 +220,19 @@ function Transport:_wait(secs, reason, c, attempt)
   return true
 end
 
--- The transfer table of the core for a call. The core decodes the body as
--- it arrives unless the caller sees the raw body first (`arrived`) or the
--- engine decodes in its own time (nginx's per-turn budget).
+-- Whether the body is decoded here rather than by the core as it arrives:
+-- when the caller sees the raw body first (`arrived`) or the engine decodes
+-- in its own time (nginx's per-turn budget).
+local function decodes_later(self, req)
+  return req.arrived ~= nil or self.engine.defer_decode
+end
+
+-- The transfer table of the core for a call.
 function Transport:_exchange(c, timeout)
   local req = c.req
   return { method = req.method, url = c.url, query = req.query, json = req.json,
            api_key = secrets[self], headers = self._headers, timeout = timeout,
-           decode = not (req.arrived or self.engine.defer_decode), rows = req.rows }
+           decode = not decodes_later(self, req), rows = req.rows }
 end
 
 function Transport:_refused(c)
@@ -281,7 +286,7 @@ end
 -- first, then, once the engine admits it, decoded as the core would have.
 function Transport:_decode(c, res)
   local req = c.req
-  if type(res.body) ~= "string" or not (req.arrived or self.engine.defer_decode) then return res end
+  if type(res.body) ~= "string" or not decodes_later(self, req) then return res end
   if req.arrived then req.arrived(res.body) end
   self.engine.admit(#res.body)
   if res.status == 204 then
@@ -417,9 +422,9 @@ function Transport:collect(req, session, deadline_at, begun)
 end
 
 --- One call on an idle session of the client's (see collect).
-function Transport:request(req, deadline_at)
+function Transport:request(req)
   local session = self:acquire()
-  local res, err = self:collect(req, session, deadline_at)
+  local res, err = self:collect(req, session)
   self:release(session)
   return res, err
 end
