@@ -37,6 +37,7 @@ build = {
     ["userlist.errors"] = "lua/userlist/errors.lua",
     ["userlist.normalize"] = "lua/userlist/normalize.lua",
     ["userlist.pager"] = "lua/userlist/pager.lua",
+    ["userlist.resume"] = "lua/userlist/resume.lua",
     ["userlist.transport"] = "lua/userlist/transport.lua",
     ["userlist.engine.blocking"] = "lua/userlist/engine/blocking.lua",
     ["userlist.engine.nginx"] = "lua/userlist/engine/nginx.lua",
@@ -49,7 +50,7 @@ build = {
     ["userlist.cli"] = "lua/userlist/cli.lua",
     ["userlist.core"] = {
       sources = {
-        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/multi.c", "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/shape.c",
+        "csrc/body.c", "csrc/buffer.c", "csrc/core.c", "csrc/error.c", "csrc/headers.c", "csrc/json.c", "csrc/multi.c", "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/shape.c", "csrc/token.c",
       },
       libraries = { "curl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },

@@ -162,6 +162,9 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
         {"to_int", ul_to_int},
         {"to_id", ul_to_id},
         {"decode_body", core_decode_body},
+        {"digest", ul_digest},
+        {"token_seal", ul_token_seal},
+        {"token_open", ul_token_open},
         {NULL, NULL}};
     int st, inst;
 

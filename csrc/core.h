@@ -76,6 +76,11 @@ int ul_fail(lua_State *L, const char *kind, long status, const char *message,
 int ul_error_new(lua_State *L);
 int ul_error_tostring(lua_State *L);
 
+/* token.c: core.digest, core.token_seal, core.token_open */
+int ul_digest(lua_State *L);
+int ul_token_seal(lua_State *L);
+int ul_token_open(lua_State *L);
+
 /* session.c */
 int ul_session_new(lua_State *L);
 void ul_push_defaults(lua_State *L); /* core.defaults: every option's default */

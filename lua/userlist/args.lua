@@ -12,7 +12,7 @@
 --      wire = "limit", help = "users a page, 1..1000 (default 1000)" }
 --
 -- * `name`: the Lua query key; `type`: one of `args.types` (int, number,
---   string, boolean, enum, strings, time, sort, list, table);
+--   string, boolean, enum, strings, time, sort, list, table, function);
 -- * bounds by type: `min`/`max` (int: the value; strings and list: the
 --   count), `max_len`, `choices`, `pattern` with `mismatch`, ...;
 -- * `default`: the value when absent; `option = true`: when absent, the
@@ -177,6 +177,12 @@ function T.list(v, field, e)
   return out
 end
 
+--- A function (a callback: on_checkpoint).
+T["function"] = function(v, field)
+  if type(v) ~= "function" then raise(field, "must be a function, got " .. typename(v)) end
+  return v
+end
+
 --- A table (a key with a `check` of its own says more).
 function T.table(v, field)
   if type(v) ~= "table" then raise(field, "must be a table, got " .. typename(v)) end
@@ -186,7 +192,7 @@ end
 -- What each type is in Lua (client options are checked by type there).
 local LUA_TYPE = { int = "number", number = "number", string = "string", boolean = "boolean",
   enum = "string", strings = "table", time = "number", sort = "table", list = "table",
-  table = "table" }
+  table = "table", ["function"] = "function" }
 
 -- ------------------------------------------------------------ schemas
 
@@ -275,6 +281,11 @@ M.common = {
     help = "stop after this many pages" },
   dedupe = { name = "dedupe", type = "boolean",
     help = "drop a user seen before (offset paging can repeat rows)" },
+  -- the command has --resume FILE instead (userlist.cli)
+  resume = { name = "resume", type = "string", max_len = 16384, flag = false,
+    help = "continue a listing from a resume token (page.resume, err.resume, on_checkpoint)" },
+  on_checkpoint = { name = "on_checkpoint", type = "function", flag = false,
+    help = "function(token, info) called after each page consumed, with the token to resume from" },
 }
 
 --- A key's command-line flags: a list of {flag, help =, arg =, value =}

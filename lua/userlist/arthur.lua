@@ -31,6 +31,7 @@ local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local pager = require "userlist.pager"
 local providers = require "userlist.providers"
+local resume = require "userlist.resume"
 local time = require "userlist.time"
 
 local raise = errors.raise_invalid
@@ -99,6 +100,7 @@ local QUERY = args.schema{
     message = "must be true (drop repeated (user, task) rows) or \"user\" (one row per user)",
     flags = { { "--dedupe", value = true, help = args.common.dedupe.help },
       { "--per-user", value = "user", help = "one row per user (rows are (user, task) pairs otherwise)" } } },
+  args.common.resume, args.common.on_checkpoint,
 }
 -- client:user()'s query
 local ONE = args.pick(QUERY, { "task_ids" })
@@ -173,6 +175,13 @@ local listing = {
   ahead = function(p, st)
     if p.count and p.page_size * (st.page + 1) >= p.count then return nil end
     return { page = st.page + 1 }
+  end,
+  -- resume tokens (userlist.resume): the page number
+  save = function(_, _, st) return ("%d"):format(st.page) end,
+  load = function(_, _, s)
+    local page = s:match("^%d+$") and tonumber(s)
+    if not page or page > 2 ^ 31 - 1 then resume.bad("holds no page number") end
+    return { page = page }
   end,
 }
 

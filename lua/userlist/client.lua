@@ -121,6 +121,7 @@ function M.define(def)
     local d = M.DEFAULTS
     return setmetatable({
       provider = def.name, base_url = base, options = shown, listing = def.listing,
+      schema = def.query, -- the listing's query (userlist.args), which resume tokens fingerprint
       transport = transport.new{
         provider = def, base_url = base, key = key, engine = engine,
         session_options = session_options, headers = opts.headers,

@@ -26,6 +26,7 @@ local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local providers = require "userlist.providers"
+local resume = require "userlist.resume"
 
 local raise = errors.raise_invalid
 local type = type
@@ -70,7 +71,7 @@ local QUERY = args.schema{
     help = "timeZoneDifferenceMinutes, -1440..1440" },
   { name = "filter", type = "table", check = filter_arg, default = "all",
     at = "body", wire = "filter", flag = false, help = "\"all\" (the default) or a Helicone filter tree" },
-  args.common.max_pages, args.common.dedupe,
+  args.common.max_pages, args.common.dedupe, args.common.resume, args.common.on_checkpoint,
 }
 -- client:query{}: the seed endpoint's own, at most 100 ids
 local SEED = args.pick(QUERY, { "user_ids", "since", "until" }, { user_ids = { max = ROW_CAP } })
@@ -85,14 +86,18 @@ local OPTIONS = {
 
 -- since/until (checked: seconds) -> {startTimeUnixSeconds,
 -- endTimeUnixSeconds}, or nil. The server requires both: a missing since
--- is the epoch, a missing until now. `scale` is 1000 for the seed
--- endpoint's milliseconds bug.
-local function time_filter(v, scale)
+-- is the epoch, a missing until now (p.now: a resumed listing keeps the
+-- first one's). `scale` is 1000 for the seed endpoint's milliseconds bug.
+local function time_filter(v, scale, p)
   local from, to = v.since, v["until"]
   if from == nil and to == nil then return nil end
   from = from or 0
-  to = to or os.time() -- os.time() with no argument is the epoch clock
+  if to == nil then
+    to = os.time() -- os.time() with no argument is the epoch clock
+    p.now = to
+  end
   if to < from then raise("until", "is before 'since'") end
+  p.scale = scale
   return { startTimeUnixSeconds = from * scale, endTimeUnixSeconds = to * scale }
 end
 
@@ -128,7 +133,7 @@ local function prepare(c, q)
     if p.offset >= #p.ids then
       raise("offset", ("is past the end of user_ids (%d distinct ids)"):format(#p.ids))
     end
-    p.time_filter = time_filter(v, c.options.time_filter_in_seconds and 1 or 1000)
+    p.time_filter = time_filter(v, c.options.time_filter_in_seconds and 1 or 1000, p)
     return p
   end
   p.mode = "metrics"
@@ -138,7 +143,7 @@ local function prepare(c, q)
   p.sort_is_default = q.sort == nil
   p.filter = v.filter
   p.tz = v.time_zone_difference_minutes
-  p.time_filter = time_filter(v, 1) -- this endpoint reads real seconds
+  p.time_filter = time_filter(v, 1, p) -- this endpoint reads real seconds
   return p
 end
 
@@ -252,6 +257,27 @@ local listing = {
     if p.mode ~= "ids" then return pos + p.limit end
     return pos + ROW_CAP < #p.ids and pos + ROW_CAP or nil
   end,
+  -- resume tokens (userlist.resume): the offset; the "now" that stood for a
+  -- missing until ("@" seconds), so that the window does not move; "!"
+  -- when the server refused the default sort (asked without from there on)
+  save = function(_, p, pos)
+    return ("%.0f"):format(pos) .. (p.now and ("@%.0f"):format(p.now) or "")
+      .. ((p.sort_is_default and not p.sort) and "!" or "")
+  end,
+  load = function(_, p, s)
+    local pos, now, nosort = s:match("^(%d+)@?(%d*)(!?)$")
+    pos, now = tonumber(pos), tonumber(now)
+    if not pos or pos > 2 ^ 53 or (now ~= nil) ~= (p.now ~= nil)
+      or (p.mode == "ids" and pos >= #p.ids) or (nosort == "!" and not p.sort_is_default) then
+      resume.bad("holds no position of this listing")
+    end
+    if now then
+      p.now = now
+      p.time_filter.endTimeUnixSeconds = now * p.scale
+    end
+    if nosort == "!" then p.sort = nil end
+    return pos
+  end,
 }
 
 -- The default sort refused ------------------------------------------------
@@ -311,7 +337,7 @@ function methods:query(q)
     local ids = v.user_ids
     if ids and #ids == 0 then raise("user_ids", "is empty (leave it out to ask for every user)") end
     if ids then ids = distinct(ids) end
-    local tf = time_filter(v, self.options.time_filter_in_seconds and 1 or 1000)
+    local tf = time_filter(v, self.options.time_filter_in_seconds and 1 or 1000, {})
     local res, err = self.transport:request{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end

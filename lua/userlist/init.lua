@@ -38,4 +38,9 @@ end
 --- Whether a value is a userlist error.
 M.is_error = errors.is
 
+--- What a resume token (page.resume, err.resume) says: {provider, pages,
+-- users, done} (pages and rows given before it; done: nothing is left),
+-- or nil and a message.
+M.token_info = require("userlist.resume").info
+
 return M

@@ -24,6 +24,7 @@ local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local providers = require "userlist.providers"
+local resume = require "userlist.resume"
 
 local raise, typename = errors.raise_invalid, args.typename
 local floor, tointeger = math.floor, math.tointeger
@@ -127,7 +128,7 @@ local QUERY = args.schema{
     wire = "perPage", help = ("users a page, 1..%d (default %d)"):format(MAX_PER_PAGE, MAX_PER_PAGE) },
   { name = "page", type = "int", min = 1, max = 2 ^ 31 - 1, default = 1, at = "query", wire = "page",
     help = "first page to ask for (from 1)" },
-  args.common.max_pages, args.common.dedupe,
+  args.common.max_pages, args.common.dedupe, args.common.resume, args.common.on_checkpoint,
 }
 
 --- The client options Openlayer adds.
@@ -188,6 +189,13 @@ local listing = {
   end,
   key = function(u) return u.id end,
   ahead = function(_, page) return page + 1 end,
+  -- resume tokens (userlist.resume): the page number
+  save = function(_, _, page) return ("%d"):format(page) end,
+  load = function(_, _, s)
+    local page = s:match("^%d+$") and tonumber(s)
+    if not page or page < 1 or page > 2 ^ 31 - 1 then resume.bad("holds no page number") end
+    return page
+  end,
 }
 
 return client.define(providers.declare{

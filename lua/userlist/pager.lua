@@ -36,7 +36,20 @@
 --                                 event says so. If that position is stale
 --                                 too, an error names the rows that may be
 --                                 missing. Never for the first position.
+--   save(client, p, state) -> string   a position as text, for resume
+--                                 tokens (no newline; the token seals it)
+--   load(client, p, text) -> state     the position saved; raises
+--                                 resume.bad for text it cannot take
 -- }
+--
+-- Resume tokens (userlist.resume): each page carries `page.resume`, the
+-- token to continue after it; an error raised mid-listing carries
+-- `err.resume`, the token to continue at the page that failed; a query's
+-- `resume` continues from one, and its `on_checkpoint(token, info)` is
+-- called once a page is consumed: when
+-- the caller asks for more after it. Rows already given are never asked
+-- for again, so a listing resumed after the last page consumed gives each
+-- row once where the server's order holds still.
 --
 -- Pages are fetched ahead, up to the client's `concurrency` (default 4) at
 -- once on sessions that share one libcurl multi handle: for page-number and
@@ -48,6 +61,7 @@
 -- 1 nothing is fetched ahead: each page is asked for when the caller wants it.
 -- @module userlist.pager
 local errors = require "userlist.errors"
+local resume = require "userlist.resume"
 
 local M = {}
 
@@ -66,30 +80,58 @@ local guesser -- below: the raw-body guess of cursor listings
 -- One listing in progress: its own sessions (so that break, an error or the
 -- end releases those connections at once), its position and the requests
 -- it has in flight ahead of it (`queue`, in page order).
+-- The query's resume token and checkpoint, for walk `w`: its fingerprints,
+-- and the position, counts and end it continues from.
+local function resumable(w, q)
+  local client, listing = w.client, w.listing
+  w.on_checkpoint = q.on_checkpoint
+  -- a listing without save/load (or a client without a query schema) has no tokens
+  if not (listing.save and client.schema) then
+    if q.resume ~= nil then resume.bad("cannot be taken: this listing has no resume tokens") end
+    return
+  end
+  w.fp_base, w.fp_query = resume.fingerprint(client, client.schema, q)
+  if q.resume == nil then return end
+  local t = resume.open(w, q.resume)
+  w.base_pages, w.base_given = t.pages, t.users
+  if t.done then
+    w.done, w.ended = true, true
+  else
+    w.state = listing.load(client, w.p, t.position)
+  end
+end
+
 local function open_walk(client, listing, q)
   local transport = client.transport
-  local ok, p = pcall(listing.prepare, client, q == nil and {} or q)
+  q = q == nil and {} or q
+  local ok, p = pcall(listing.prepare, client, q)
+  local w
+  if ok then
+    w = {
+      client = client, transport = transport, listing = listing, p = p,
+      state = listing.first(p), number = 0, done = false,
+      pages = 0, given = 0, base_pages = 0, base_given = 0, -- resume tokens' counts
+    }
+    ok, p = pcall(resumable, w, q)
+  end
   if not ok then
     if errors.is(p) then p.provider = client.provider end
     error(p, 0)
   end
+  p = w.p
   p.warned = {} -- fields this listing has warned of (normalize.rows)
   local rows
   if listing.rows then
     local spec, naive, shift = listing.rows(p)
     rows = spec and { spec, naive or 0, shift or 0, not transport.strict }
   end
-  local w = {
-    client = client, transport = transport, listing = listing, p = p,
-    state = listing.first(p), number = 0, done = false,
-    max_pages = p.max_pages,
-    -- the client's deadline bounds the whole listing, not each request
-    deadline_at = transport:deadline_at(),
-    power = 1, steps = 0, -- loop guard state (check_loop)
-    queue = {}, idle = {},
-    concurrency = transport.concurrency,
-    rows = rows, -- the core shapes rows as it decodes them
-  }
+  w.max_pages = p.max_pages
+  -- the client's deadline bounds the whole listing, not each request
+  w.deadline_at = transport:deadline_at()
+  w.power, w.steps = 1, 0 -- loop guard state (check_loop)
+  w.queue, w.idle = {}, {}
+  w.concurrency = transport.concurrency
+  w.rows = rows -- the core shapes rows as it decodes them
   if listing.guess and w.concurrency > 1 then w.guess = guesser(w) end
   return w
 end
@@ -401,7 +443,12 @@ local function next_page(w)
       url = w.transport:url(req), message = loop }), 0)
   end
   local page = facts or {}
-  page.users, page.number, page.status = items, w.number, res.status
+  w.pages, w.given = w.pages + 1, w.given + #items
+  page.users, page.number, page.status = items, w.base_pages + w.number, res.status
+  w.ended = next_state == nil
+  if w.fp_query then
+    page.resume = resume.seal(w, next_state ~= nil and listing.save(client, w.p, next_state) or nil)
+  end
   if listing.recover then
     -- a recovered page stands at the position asked again, whose
     -- identities recover() kept
@@ -425,6 +472,26 @@ local function next_page(w)
   return page
 end
 
+-- next_page, with the token to continue at the walk's position on any
+-- error it raises (the page that failed was not given).
+local function step(w)
+  local ok, page = pcall(next_page, w)
+  if ok then return page end
+  if errors.is(page) and page.resume == nil and w.fp_query then
+    local ok2, token = pcall(resume.seal, w, w.listing.save(w.client, w.p, w.state))
+    if ok2 then page.resume = token end
+  end
+  error(page, 0)
+end
+
+-- A page consumed: its token to the application (on_checkpoint). Not an
+-- event of on_event: those are the transport's, each of one request.
+local function checkpoint(w, page)
+  if not (w.on_checkpoint and page.resume) then return end
+  -- done: the page was the listing's last (not where max_pages stopped it)
+  w.on_checkpoint(page.resume, { page = page.number, users = w.base_given + w.given, done = w.ended == true })
+end
+
 -- A to-be-closed value for Lua 5.4's generic for: break releases the walk.
 local function closer(w)
   return setmetatable({}, { __close = function() close_walk(w) end })
@@ -434,13 +501,21 @@ end
 -- Raises a structured error on failure; never ends early in silence.
 function M.pages(client, listing, q)
   local w = open_walk(client, listing, q)
-  return function() return next_page(w) end, nil, nil, closer(w)
+  local last -- handed out, consumed once the caller asks for more
+  return function()
+    if last then
+      checkpoint(w, last)
+      last = nil
+    end
+    last = step(w)
+    return last
+  end, nil, nil, closer(w)
 end
 
 --- Iterator over users across all pages.
 function M.users(client, listing, q)
   local w = open_walk(client, listing, q)
-  local items, i = nil, 0
+  local items, i, page = nil, 0, nil
   local seen = w.p.dedupe and listing.key and {}
   local function iter()
     while true do
@@ -455,10 +530,14 @@ function M.users(client, listing, q)
         end
       else
         items = nil -- the page read so far is garbage from here on
+        if page then
+          checkpoint(w, page)
+          page = nil
+        end
         if STEP_PER_BYTE and w.page_bytes then
           collectgarbage("step", math.ceil(w.page_bytes * STEP_PER_BYTE))
         end
-        local page = next_page(w)
+        page = step(w)
         if not page then return nil end
         items, i = page.users, 0
       end
@@ -473,7 +552,7 @@ function M.page(client, listing, q)
     local w = open_walk(client, listing, q)
     local session = w.transport:acquire()
     w.idle[1], w.single, w.guess = session, true, nil
-    local ok, page = pcall(next_page, w)
+    local ok, page = pcall(step, w)
     cancel_queue(w)
     w.transport:release(session)
     if not ok then error(page, 0) end

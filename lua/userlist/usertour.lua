@@ -16,6 +16,7 @@ local core = require "userlist.core"
 local errors = require "userlist.errors"
 local norm = require "userlist.normalize"
 local providers = require "userlist.providers"
+local resume = require "userlist.resume"
 local time = require "userlist.time"
 
 local raise = errors.raise_invalid
@@ -84,7 +85,7 @@ local QUERY = args.schema{
     help = "API v2: the environment" },
   { name = "since", type = "time", at = "query", wire = "createdAfter", help = "v2: users created since" },
   { name = "until", type = "time", at = "query", wire = "createdBefore", help = "v2: users created until" },
-  args.common.max_pages, args.common.dedupe,
+  args.common.max_pages, args.common.dedupe, args.common.resume, args.common.on_checkpoint,
 }
 -- the scope of one user's calls, and user(id, q)'s query
 local SCOPE = args.pick(QUERY, { "project_id", "environment_id" })
@@ -290,6 +291,20 @@ local listing = {
     return link_of(c, page_url(c, p, current), link, "next")
   end,
   key = function(u) return u.id end,
+  -- resume tokens (userlist.resume): the next link below the base URL (the
+  -- token fingerprints the base URL); "" for the first page
+  save = function(c, _, current)
+    if not current then return "" end
+    return current:sub(#c.base_url + 1)
+  end,
+  load = function(c, p, s)
+    if s == "" then return false end
+    local rest = s:sub(#p.path + 1)
+    if s:sub(1, #p.path) ~= p.path or not rest:match("^%?[^%s#]*$") or s:find("[%c ]") then
+      resume.bad("holds no next link of this listing")
+    end
+    return c.base_url .. s
+  end,
   -- A next link gone stale (its cursor's user deleted): v1 400 E1007; v2,
   -- or no user left after the cursor, an empty last page. Only links the
   -- listing followed (`current`): the first page has nothing before it.
