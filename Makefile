@@ -189,12 +189,12 @@ build/fuzz/fuzz_headers: fuzz/fuzz_headers.c csrc/headers.c $(HDRS)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_headers.c csrc/headers.c $(LIBS)
 
-build/fuzz/fuzz_body build/fuzz/fuzz_json: build/fuzz/%: fuzz/%.c $(SRCS) $(HDRS) $(ROCKSPEC)
+build/fuzz/fuzz_body build/fuzz/fuzz_json build/fuzz/fuzz_token: build/fuzz/%: fuzz/%.c $(SRCS) $(HDRS) $(ROCKSPEC)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -I$(call lua_inc,5.4) -o $@ $< $(SRCS) $(call lua_libs,5.4) $(LIBS) -lm
 
-fuzz: build/fuzz/fuzz_headers build/fuzz/fuzz_body build/fuzz/fuzz_json
-	@for t in headers body json; do \
+fuzz: build/fuzz/fuzz_headers build/fuzz/fuzz_body build/fuzz/fuzz_json build/fuzz/fuzz_token
+	@for t in headers body json token; do \
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
 	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \

@@ -141,6 +141,14 @@ describe("resume tokens", function()
   before_each(function() emu.reset() end)
   after_each(function() emu.reset() end)
 
+  it("are shown here for every provider of the registry", function()
+    local covered = {}
+    for _, L in ipairs(LISTINGS) do covered[L.name] = true end
+    for _, name in ipairs(userlist.providers.names) do
+      assert.is_true(covered[name], name .. " has no listing in spec/43-resume_spec.lua")
+    end
+  end)
+
   for _, L in ipairs(LISTINGS) do
     describe(L.label or L.name, function()
       it("a listing cut at a random page by a fault past the retries, resumed from err.resume, "
