@@ -312,6 +312,33 @@ describe("resume tokens", function()
     assert.equal(2, again.number)
   end)
 
+  it("on_checkpoint hears of a page once the caller asks for more after it, not before", function()
+    local L = LISTINGS[3] -- openlayer
+    local heard = {}
+    local q = query(L, {
+      on_checkpoint = function(t, info) heard[#heard + 1] = { t, info.page, info.done } end })
+    local it_, st, ctl, closing = client(L):pages(q)
+    local p1 = it_(st, ctl)
+    assert.same({}, heard)
+    local p2 = it_(st, ctl)
+    assert.same({ { p1.resume, 1, false } }, heard)
+    assert.equal(2, p2.number)
+    if closing then getmetatable(closing).__close(closing) end
+  end)
+
+  it("an error of on_checkpoint ends the listing and comes out as it was raised", function()
+    local L = LISTINGS[3]
+    local q = query(L, { on_checkpoint = function() error("disk full", 0) end })
+    local n = 0
+    local ok, err = pcall(function()
+      for _ in client(L):users(q) do n = n + 1 end
+    end)
+    assert.is_false(ok)
+    assert.equal("disk full", err)
+    assert.equal(PER, n) -- the first page's users, then its checkpoint
+    assert.equal(0, emu.until_stats(function(st) return st.in_flight == 0 end).in_flight)
+  end)
+
   it("page() returns an error with the token of the page that failed", function()
     local L = LISTINGS[3] -- openlayer
     local c = client(L)

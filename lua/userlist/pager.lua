@@ -489,7 +489,12 @@ end
 local function checkpoint(w, page)
   if not (w.on_checkpoint and page.resume) then return end
   -- done: the page was the listing's last (not where max_pages stopped it)
-  w.on_checkpoint(page.resume, { page = page.number, users = w.base_given + w.given, done = w.ended == true })
+  local ok, err = pcall(w.on_checkpoint, page.resume,
+    { page = page.number, users = w.base_given + w.given, done = w.ended == true })
+  if not ok then
+    close_walk(w) -- the application's error ends the listing, as a break would
+    error(err, 0)
+  end
 end
 
 -- A to-be-closed value for Lua 5.4's generic for: break releases the walk.
