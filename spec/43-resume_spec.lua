@@ -279,7 +279,7 @@ describe("resume tokens", function()
         local q = foreign == "openlayer" and { pipeline_id = PIPE, resume = token } or { resume = token }
         local _, err2 = o:page(q)
         assert.equal("resume", err2.field)
-        assert.matches("belongs to a " .. L.name .. " listing, not " .. foreign, err2.message, 1, true)
+        assert.matches("belongs to a listing of " .. L.name .. ", not " .. foreign, err2.message, 1, true)
         -- max_pages and dedupe may differ
         assert.is_not_nil(c:page(query(L, { resume = token, max_pages = 1,
           dedupe = L.name == "arthur" and "user" or true })))
@@ -338,6 +338,24 @@ describe("resume tokens", function()
     assert.equal(PER, n) -- the first page's users, then its checkpoint
     assert.equal(0, emu.until_stats(function(st) return st.in_flight == 0 end).in_flight)
   end)
+
+  for _, L in ipairs{ LISTINGS[5], LISTINGS[6] } do
+    it(L.label .. ": a token whose cursor's user was deleted since fails, saying so, never ends early",
+      function()
+      local c = client(L)
+      local last
+      for page in c:pages(query(L, { max_pages = 2 })) do last = page end
+      assert.equal(2, last.number)
+      assert(c:delete(last.users[#last.users].id))
+      local got = {}
+      local err = drain(L, c, query(L, { resume = last.resume }), got)
+      assert.is_not_nil(err, "the listing ended as if complete")
+      assert.same({}, got)
+      assert.matches("resume token's position went stale", err.message, 1, true)
+      assert.equal(last.resume, err.resume)
+      if L.key_name == "usertour" then assert.equal("E1007", err.code) end
+    end)
+  end
 
   it("page() returns an error with the token of the page that failed", function()
     local L = LISTINGS[3] -- openlayer

@@ -177,7 +177,7 @@ function T.list(v, field, e)
   return out
 end
 
---- A function (a callback: on_checkpoint).
+-- A function (a callback: on_checkpoint).
 T["function"] = function(v, field)
   if type(v) ~= "function" then raise(field, "must be a function, got " .. typename(v)) end
   return v

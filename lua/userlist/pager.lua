@@ -354,6 +354,18 @@ local function stale(w, err)
     and w.listing.recover(w.client, w.p, w.state, err) == true
 end
 
+-- A resumed walk has no page before its first (the token does not hold
+-- it): a stale first position cannot be recovered from, and an empty last
+-- page reached through one may be stale too. Whether that is the case.
+local function stale_resumed(w, err)
+  return w.base_pages > 0 and w.number == 0 and w.listing.recover ~= nil
+    and w.listing.recover(w.client, w.p, w.state, err) == true
+end
+
+local STALE_TOKEN = "the resume token's position went stale: the row it continues after was deleted "
+  .. "since the token was made, or none comes after it any more, and the page before it, which would "
+  .. "tell, is not in the token; list again without it (dedupe on your side by the key)"
+
 -- The page at the walk's position went stale: asks again for the page before
 -- through the transport, and gives what it holds that was not given
 -- yet, with its next position. Raises (after closing the walk) when that
@@ -422,6 +434,7 @@ local function next_page(w)
   if not res then
     if not stale(w, err) then
       close_walk(w)
+      if stale_resumed(w, err) then err.message = (err.message or err.kind) .. "; " .. STALE_TOKEN end
       error(err, 0)
     end
     items, next_state, facts, res, req = recover(w, req, err)
@@ -433,6 +446,11 @@ local function next_page(w)
       -- looks like the end: the page before, asked again, tells
       items, next_state, facts, res, req = recover(w, req, nil)
       recovered = true
+    elseif #items == 0 and next_state == nil and stale_resumed(w, nil) then
+      close_walk(w)
+      error(w.transport:scrub(errors.new{ kind = "api", provider = client.provider,
+        status = res.status, method = req.method, url = w.transport:url(req),
+        message = "an empty last page; " .. STALE_TOKEN }), 0)
     end
   end
   w.number = w.number + 1

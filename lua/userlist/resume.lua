@@ -115,7 +115,7 @@ function M.open(w, token)
   if not t then bad(why) end
   local provider = w.client.provider
   if t.provider ~= provider then
-    bad(("belongs to a %s listing, not %s"):format(t.provider, provider))
+    bad(("belongs to a listing of %s, not %s"):format(t.provider, provider))
   end
   if t.base ~= w.fp_base then bad("belongs to a listing of another base URL") end
   if t.query ~= w.fp_query then
