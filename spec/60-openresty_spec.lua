@@ -265,49 +265,60 @@ describe("inside nginx (two workers)", function()
   end)
 end)
 
+-- Starts examples/openresty/nginx.conf as shipped, on a free port, under a
+-- temporary prefix, with the repository's paths where it names them
+-- relative to its folder; `env`: the variables it reads. {dir, url}.
+local function start_budget(env)
+  local f = assert(io.open("examples/openresty/nginx.conf"))
+  local text = f:read("*a")
+  f:close()
+  local function sub(from, to)
+    local i, j = text:find(from, 1, true)
+    assert(i, "examples/openresty/nginx.conf no longer says " .. from)
+    text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
+  end
+  sub("listen 127.0.0.1:8080;", "listen 127.0.0.1:@HTTP_PORT@;")
+  sub("pid nginx.pid;", "@USER@\npid @DIR@/nginx.pid;")
+  sub("$prefix/?.lua;$prefix/../../lua/", "@ROOT@/examples/openresty/?.lua;@ROOT@/lua/")
+  sub("$prefix/../../lua/?/init.lua", "@ROOT@/lua/?/init.lua")
+  sub("$prefix/../../build/", "@ROOT@/build/")
+  local conf = os.tmpname()
+  f = assert(io.open(conf, "w"))
+  f:write(text)
+  f:close()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local out, ok = sh(("HELICONE_API_KEY=%s HELICONE_BASE_URL=%s %s USERLIST_NGINX_CONF=%s "
+    .. "spec/emulator/run start %s"):format(emu.keys.helicone, emu.http, env, conf, dir))
+  os.remove(conf)
+  assert(ok, "the example did not start: " .. out)
+  return { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
+end
+
+-- Polls the example's /_budget until `pred(status)` holds (bounded).
+local function budget_until(app, pred, seconds)
+  local status
+  local t0 = core.now()
+  repeat
+    status = get(app.url .. "/_budget")
+  until pred(status) or core.now() - t0 > (seconds or 20)
+  return status
+end
+
 describe("examples/openresty (the budget gate)", function()
-  local app, conf
+  local app
   setup(function()
     emu.reset()
-    -- the example as shipped, on a free port, under a temporary prefix, with
-    -- the repository's paths where it names them relative to its folder
-    local f = assert(io.open("examples/openresty/nginx.conf"))
-    local text = f:read("*a")
-    f:close()
-    local function sub(from, to)
-      local i, j = text:find(from, 1, true)
-      assert(i, "examples/openresty/nginx.conf no longer says " .. from)
-      text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
-    end
-    sub("listen 127.0.0.1:8080;", "listen 127.0.0.1:@HTTP_PORT@;")
-    sub("pid nginx.pid;", "@USER@\npid @DIR@/nginx.pid;")
-    sub("$prefix/?.lua;$prefix/../../lua/", "@ROOT@/examples/openresty/?.lua;@ROOT@/lua/")
-    sub("$prefix/../../lua/?/init.lua", "@ROOT@/lua/?/init.lua")
-    sub("$prefix/../../build/", "@ROOT@/build/")
-    conf = os.tmpname()
-    f = assert(io.open(conf, "w"))
-    f:write(text)
-    f:close()
-    local dir = os.tmpname()
-    os.remove(dir)
-    local out, ok = sh(("HELICONE_API_KEY=%s HELICONE_BASE_URL=%s BUDGET_USD=0.1 USERLIST_NGINX_CONF=%s "
-      .. "spec/emulator/run start %s"):format(emu.keys.helicone, emu.http, conf, dir))
-    assert(ok, "the example did not start: " .. out)
-    app = { dir = dir, url = assert(out:match("USERLIST_EMU_HTTP=(%S+)")) }
+    app = start_budget("BUDGET_USD=0.1")
   end)
   teardown(function()
     stop_app(app)
-    if conf then os.remove(conf) end
     emu.reset()
   end)
 
   it("refreshes every user's cost from a timer and answers 429 to users over budget", function()
     -- the first refresh runs at start; wait for its outcome (bounded)
-    local status
-    local t0 = core.now()
-    repeat
-      status = get(app.url .. "/_budget")
-    until status.users > 0 or status.last_error ~= core.null or core.now() - t0 > 20
+    local status = budget_until(app, function(s) return s.users > 0 or s.last_error ~= core.null end)
     assert.equal(core.null, status.last_error)
     assert.equal(N, status.users)
     assert.equal(0.1, status.budget)
@@ -331,5 +342,173 @@ describe("examples/openresty (the budget gate)", function()
     assert.equal("hello " .. data.id(under) .. "\n", body)
     st = visit("someone-the-gate-has-not-seen")
     assert.equal(200, st)
+  end)
+end)
+
+describe("examples/openresty (the budget gate) across reloads", function()
+  -- six pages of 1,000 users (the example's page size), each answered after
+  -- 2 s: four at once (the default concurrency), then the last two
+  local TOTAL, PER, DELAY = 5500, 1000, 2000
+  local app
+  setup(function()
+    emu.reset()
+    emu.config{ users = TOTAL, delay_ms = DELAY }
+    -- a budget of 0: every user (each has a cost) gets a 429 telling the cost the gate holds
+    app = start_budget("BUDGET_USD=0")
+  end)
+  teardown(function()
+    stop_app(app)
+    emu.reset()
+  end)
+
+  -- HUP to the master: nginx reloads its configuration, starts new
+  -- workers and lets the old ones finish gracefully (the shared dict stays)
+  local function reload()
+    local out, ok = sh("kill -HUP $(cat " .. app.dir .. "/nginx.pid)")
+    assert(ok, "could not signal nginx: " .. out)
+  end
+
+  -- The listing's requests in the emulator's log from entry `from` on: offsets, in order.
+  local function offsets(from)
+    local out = {}
+    for i, r in ipairs(emu.requests()) do
+      if i >= from and r.uri == "/v1/user/metrics/query" then
+        out[#out + 1] = core.json_decode(r.body).offset
+      end
+    end
+    return out
+  end
+  local function count(t, v)
+    local n = 0
+    for _, x in ipairs(t) do if x == v then n = n + 1 end end
+    return n
+  end
+
+  -- The status once a refresh has completed and none runs (bounded).
+  local function settled()
+    local s = budget_until(app, function(s)
+      return s.generation ~= core.null and not s.refreshing and s.resume_users == core.null
+    end, 30)
+    assert.is_false(s.refreshing)
+    return s
+  end
+
+  -- The status once a refresh after `last` has completed and none runs (bounded).
+  local function next_generation(last)
+    return budget_until(app, function(s) return s.generation ~= last.generation and not s.refreshing end, 30)
+  end
+
+  local function assert_costs()
+    for i = 1, TOTAL do
+      local res, err = ctl:request{ url = app.url .. "/", decode = false,
+        headers = { ["X-User-Id"] = data.id(i) } }
+      local st, body = res and res.status or err.status, res and res.body or err.body
+      assert.equal(429, st, data.id(i))
+      assert.near(data.user(i).cost / 1e6, body.cost, 1e-6, data.id(i))
+    end
+  end
+
+  it("continues a refresh cut by a reload from the token of its last page, not from the first user",
+  function()
+    -- the first refresh runs at start: wait until it has consumed a page
+    local status = budget_until(app, function(s) return s.resume_users ~= core.null end)
+    assert.is_true(status.resume_users > 0 and status.resume_users < TOTAL, tostring(status.resume_users))
+    assert.equal(core.null, status.generation) -- no complete refresh yet: the gate passes everyone
+    assert.equal(0, status.users)
+    local before = #emu.requests()
+    reload()
+    -- the old worker stops at its next page; the new worker 0 continues
+    status = budget_until(app, function(s)
+      return (s.users > 0 or s.last_error ~= core.null) and not s.refreshing
+    end, 30)
+    assert.equal(core.null, status.last_error)
+    assert.equal(TOTAL, status.users)
+    assert.equal(1, status.generation)
+    assert.equal(core.null, status.resume_users) -- done: no token left
+    assert.equal(1, status.resumed)
+    local from = status.resumed_from
+    assert.is_true(from > 0 and from < TOTAL and from % PER == 0, tostring(from))
+    -- the first page was asked for once: the listing did not start over.
+    -- The old worker asked for the page it stopped at (and for some ahead,
+    -- before or after the reload); the new worker 0 asked for that page
+    -- again and went on from there, for nothing before it
+    local all, after = offsets(1), offsets(before + 1)
+    assert.equal(1, count(all, 0), table.concat(all, " "))
+    assert.equal(2, count(all, from), table.concat(all, " "))
+    assert.is_true(count(after, from) >= 1, table.concat(after, " "))
+    for _, o in ipairs(after) do assert.is_true(o >= from, table.concat(after, " ")) end
+    assert_costs()
+  end)
+
+  it("continues a refresh cut by an error past the retries from err.resume, the last complete one still read",
+  function()
+    local last = settled()
+    emu.reset()
+    -- answered after 0.5 s: the first four pages are all asked for before
+    -- the first answer, and with it the request for the fifth
+    emu.config{ users = TOTAL, delay_ms = 500 }
+    -- the first four pages pass; every request after them fails (the
+    -- example retries 3 times), so the listing stops at the fifth page
+    local faults = { { delay_ms = 0 }, { delay_ms = 0 }, { delay_ms = 0 }, { delay_ms = 0 } }
+    for _ = 1, 16 do faults[#faults + 1] = { status = 500 } end
+    emu.faults("/v1/user/metrics/query", faults)
+    reload() -- a reload starts a refresh
+    local status = budget_until(app, function(s) return s.last_error ~= core.null and not s.refreshing end)
+    assert.matches("500", status.last_error)
+    assert.equal(4 * PER, status.resume_users) -- err.resume: at the page that failed
+    assert.equal(last.generation, status.generation) -- readers keep the last complete refresh
+    assert.equal(TOTAL, status.users)
+    -- the next refresh (the one the next reload starts) continues from there
+    emu.reset()
+    emu.config{ users = TOTAL }
+    reload()
+    status = next_generation(last)
+    assert.equal(core.null, status.last_error)
+    assert.equal(TOTAL, status.users)
+    assert.equal(core.null, status.resume_users)
+    assert.equal(last.resumed + 1, status.resumed)
+    assert.equal(4 * PER, status.resumed_from)
+    local asked = offsets(1)
+    table.sort(asked)
+    assert.equal(4 * PER, asked[1], table.concat(asked, " ")) -- nothing before the page that failed
+    assert.equal(1, count(asked, 4 * PER))
+    assert.equal(1, count(asked, 5 * PER))
+    assert_costs()
+  end)
+
+  it("lists every user again, saying why, when the saved token is of another listing (a new base URL)",
+  function()
+    local last = settled()
+    emu.reset()
+    emu.config{ users = TOTAL, delay_ms = DELAY }
+    -- a reload starts a refresh: wait until it has consumed a page
+    reload()
+    local status = budget_until(app, function(s) return s.resume_users ~= core.null end)
+    assert.is_true(status.resume_users > 0, tostring(status.resume_users))
+    assert.equal(last.generation, status.generation)
+    -- the new configuration names the emulator by another name
+    local conf = app.dir .. "/conf/nginx.conf"
+    local f = assert(io.open(conf))
+    local text = f:read("*a")
+    f:close()
+    local other = emu.http:gsub("127%.0%.0%.1", "localhost")
+    local n
+    text, n = text:gsub("env HELICONE_BASE_URL;", "env HELICONE_BASE_URL=" .. other .. ";")
+    assert.equal(1, n)
+    f = assert(io.open(conf, "w"))
+    f:write(text)
+    f:close()
+    local before = #emu.requests()
+    reload()
+    status = next_generation(last)
+    assert.equal(core.null, status.last_error)
+    assert.equal(TOTAL, status.users)
+    assert.equal(last.resumed, status.resumed) -- not continued
+    local after = offsets(before + 1)
+    assert.equal(1, count(after, 0), table.concat(after, " "))
+    local log = sh("cat " .. app.dir .. "/logs/start.err")
+    assert.matches("budget refresh: dropping the saved resume token", log, 1, true)
+    assert.matches("'resume' belongs to a listing of another base URL", log, 1, true)
+    assert_costs()
   end)
 end)
