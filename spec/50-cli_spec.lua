@@ -35,6 +35,44 @@ local function run(args, env)
   return status, slurp(out), slurp(err)
 end
 
+-- Runs `userlist ARGS` with stdout appended to the file `path` (>>), as a
+-- user continues a --resume listing; returns status, stderr.
+local function run_append(args, path, env)
+  local err = os.tmpname()
+  local cmd = ("env -u USERLIST_PROGRESS -u COLUMNS %s %s %s %s bin/userlist %s >>%s 2>%s </dev/null;"
+    .. " echo $?"):format(emu.child_env, KEYS, env or "", lua, args, q(path), err)
+  local p = assert(io.popen(cmd))
+  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  return status, slurp(err)
+end
+
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function read(path)
+  local f = assert(io.open(path))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "w"))
+  f:write(s)
+  f:close()
+end
+
+-- A fresh path for a --resume file or an output (no file there yet).
+local function scratch()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
 local function lines(s)
   local t = {}
   for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
@@ -196,6 +234,185 @@ describe("userlist command", function()
       assert.equal(1, status)
       assert.same({ "id", "user-0000001", "user-0000002" }, lines(out))
       assert.matches("usertour http 500", err, 1, true)
+    end)
+  end)
+
+  describe("--resume FILE", function()
+    local file, out
+    before_each(function() file, out = scratch(), scratch() end)
+    after_each(function()
+      os.remove(file)
+      os.remove(file .. ".tmp")
+      os.remove(out)
+    end)
+
+    -- the rows a listing gives in one run, without --resume
+    local function reference(args)
+      local status, all, err = run(args)
+      assert.equal(0, status, err)
+      return all
+    end
+
+    it("--help says how: FILE, run the same command again, append the output (>>)", function()
+      local status, help = run("usertour --help")
+      assert.equal(0, status)
+      assert.matches("--resume <file>", help, 1, true)
+      assert.matches("--resume <file> continues an interrupted listing", help, 1, true)
+      assert.matches(">>", help, 1, true)
+      assert.matches("run the same command", help, 1, true)
+      assert.matches("130 interrupted", help, 1, true)
+    end)
+
+    it("a listing cut by an error keeps FILE; the same command again appends the rest, once", function()
+      local args = "usertour --base-url " .. E .. " --limit 20 --max-retries 0 --concurrency 1 --format csv"
+        .. " --fields id,email"
+      local all = reference(args)
+      assert.equal(251, #lines(all))
+      -- pages 1 and 2 come, page 3 fails past the retries (none)
+      emu.reset()
+      emu.faults("/v1/users", { {}, {}, { status = 500 } })
+      local status, err = run_append(args .. " --resume " .. q(file), out)
+      assert.equal(1, status, err)
+      local l = lines(err)
+      assert.equal(2, #l, err)
+      assert.matches("^userlist: usertour http 500", l[1])
+      assert.equal(("userlist: run the same command again to continue from %s (40 users listed)")
+        :format(file), l[2])
+      assert.is_true(exists(file))
+      local token = read(file):match("^(%S+)\n$")
+      assert.same({ provider = "usertour", pages = 2, users = 40, done = false }, userlist.token_info(token))
+      -- the rows of the pages done, with their header
+      assert.equal(table.concat(lines(all), "\n", 1, 41) .. "\n", read(out))
+
+      status, err = run_append(args .. " --resume " .. q(file), out)
+      assert.equal(0, status, err)
+      assert.equal(("userlist: continuing from %s: after 40 users, 2 pages\n"):format(file), err)
+      -- every user once, in order, one header
+      assert.equal(all, read(out))
+      assert.is_false(exists(file))
+      assert.is_false(exists(file .. ".tmp"))
+      no_keys(token, err)
+    end)
+
+    it("a listing whose first page fails writes no header; the next run writes it once", function()
+      local args = "arthur --base-url " .. E .. " --task-id task-1 --page-size 50 --max-retries 0"
+        .. " --concurrency 1 --format csv --fields id,task_id"
+      local all = reference(args)
+      emu.reset()
+      emu.faults("/api/v1/traces/users", { { status = 503 } })
+      local status, err = run_append(args .. " --resume " .. q(file), out)
+      assert.equal(1, status, err)
+      assert.matches("continue from " .. file .. " (0 users listed)", err, 1, true)
+      assert.equal("", read(out))
+      status, err = run_append(args .. " --resume " .. q(file), out)
+      assert.equal(0, status, err)
+      assert.equal(all, read(out))
+      assert.is_false(exists(file))
+    end)
+
+    it("--max-pages: a listing in batches, FILE kept between them, one table header", function()
+      local args = "openlayer --base-url " .. E .. "/v1 --pipeline-id " .. PIPELINE
+        .. " --per-page 25 --max-pages 4 --fields id,requests --resume " .. q(file)
+      local batches = 0
+      repeat
+        batches = batches + 1
+        local status, err = run_append(args, out)
+        assert.equal(0, status, err)
+        if batches < 3 then
+          assert.is_true(exists(file), "kept after batch " .. batches)
+          assert.matches(("userlist: stopped after --max-pages; %s holds where to continue"):format(file),
+            err, 1, true)
+          assert.equal(100 * batches, userlist.token_info(read(file):match("%S+")).users)
+        end
+        if batches > 1 then
+          assert.matches(("^userlist: continuing from %s: after %d users, %d pages\n")
+            :format(file:gsub("%p", "%%%0"), 100 * (batches - 1), 4 * (batches - 1)), err)
+        end
+      until not exists(file) or batches == 5
+      assert.equal(3, batches) -- 100 + 100 + 50
+      local l = lines(read(out))
+      assert.equal(251, #l)
+      assert.matches("^id%s+requests$", l[1])
+      for i = 2, 251 do assert.matches(("^user%%-%07d%%s+%%d+$"):format(i - 1), l[i]) end
+    end)
+
+    it("a FILE of another query, or not a token, is a usage error naming FILE; FILE is left alone",
+      function()
+        local args = "helicone --base-url " .. E .. " --format csv --fields id --resume " .. q(file)
+        local status, err = run_append(args .. " --limit 10 --max-pages 1", out)
+        assert.equal(0, status, err)
+        local token = read(file)
+        emu.reset()
+        -- another --limit is another listing
+        status, err = run_append(args .. " --limit 20", out)
+        assert.equal(2, status)
+        assert.matches("'resume' belongs to another query", err, 1, true)
+        assert.matches(("--resume %s: the file holds no resume token of this listing; remove it to start"
+          .. " over"):format(file), err, 1, true)
+        assert.equal(token, read(file))
+        -- another provider's token
+        status, err = run_append("usertour --base-url " .. E .. " --resume " .. q(file), out)
+        assert.equal(2, status)
+        assert.matches("^userlist: usertour invalid: 'resume' belongs to a[^\n]* helicone", err)
+        assert.equal(11, #lines(read(out))) -- the first run's rows only
+        for _, text in ipairs{ "not a token\n", "", token:sub(1, 40) .. "\n" } do
+          write(file, text)
+          status, err = run_append(args .. " --limit 10", out)
+          assert.equal(2, status, err)
+          assert.matches("userlist: helicone invalid: 'resume' ", err, 1, true)
+          assert.matches("--resume " .. file .. ": ", err, 1, true)
+          assert.matches("remove it to start over", err, 1, true)
+          assert.equal(text, read(file))
+        end
+        assert.equal(0, emu.stats().requests)
+        assert.equal(11, #lines(read(out)))
+      end)
+
+    it("with --top is a usage error (the top needs every user in one run)", function()
+      local status, o, err = run("helicone --base-url " .. E .. " --top 5 --resume " .. q(file))
+      assert.equal(2, status)
+      assert.equal("", o)
+      assert.matches("--resume does not go with --top", err, 1, true)
+      assert.matches("Try 'userlist helicone --help'", err, 1, true)
+      assert.is_false(exists(file))
+      assert.equal(0, emu.stats().requests)
+    end)
+
+    it("a FILE that cannot be written is a usage error before any request", function()
+      local status, _, err = run("usertour --base-url " .. E .. " --resume /nonexistent-dir/resume.token")
+      assert.equal(2, status)
+      assert.matches("--resume: cannot write /nonexistent-dir/resume.token.tmp", err, 1, true)
+      assert.equal(0, emu.stats().requests)
+    end)
+
+    it("an output that cannot be written (a full disk): exit 1, FILE stays where the rows out end", function()
+      local args = "usertour --base-url " .. E .. " --limit 20 --format csv --resume " .. q(file)
+      local status, err = run_append(args .. " --max-pages 2", out)
+      assert.equal(0, status, err)
+      local token = read(file)
+      status, err = run_append(args, "/dev/full")
+      assert.equal(1, status)
+      assert.matches("^userlist: continuing from [^\n]*\nuserlist: cannot write the output %(", err)
+      assert.equal(token, read(file))
+    end)
+
+    it("a FILE whose listing was complete gives nothing more and is removed", function()
+      -- a run stopped between its last page and removing FILE leaves the end token
+      local ut = userlist.usertour{ api_key = emu.keys.usertour, base_url = E }
+      local last
+      for page in ut:pages{ limit = 100 } do last = page end
+      ut:close()
+      assert.is_true(userlist.token_info(last.resume).done)
+      write(file, last.resume .. "\n")
+      emu.reset()
+      local status, err = run_append("usertour --base-url " .. E .. " --limit 100 --format csv --resume "
+        .. q(file), out)
+      assert.equal(0, status, err)
+      assert.equal(("userlist: continuing from %s: after 250 users, 3 pages (the listing was complete)\n")
+        :format(file), err)
+      assert.is_false(exists(file))
+      assert.equal("", read(out))
+      assert.equal(0, emu.stats().requests)
     end)
   end)
 
@@ -530,10 +747,11 @@ describe("userlist command", function()
       error("timed out waiting for " .. what .. "; the screen:\n" .. tostring(s))
     end
 
-    local function start(args, env)
+    -- `pre`: shell words before the command (a trap)
+    local function start(args, env, pre)
       n = n + 1
-      local cmd = ("cd %s && env -u COLUMNS -u USERLIST_PROGRESS LANG=C.UTF-8 %s %s %s %s bin/userlist %s;"
-        .. " echo EXIT=$?"):format(q(os.getenv("PWD") or "."), inner, KEYS, env or "", lua, args)
+      local cmd = ("%scd %s && env -u COLUMNS -u USERLIST_PROGRESS LANG=C.UTF-8 %s %s %s %s bin/userlist %s;"
+        .. " echo EXIT=$?"):format(pre or "", q(os.getenv("PWD") or "."), inner, KEYS, env or "", lua, args)
       tmux(("new-session -d -s spec -x 100 -y 40 %s"):format(q(cmd)))
     end
 
@@ -595,6 +813,65 @@ describe("userlist command", function()
         end
       end
       assert.equal(5, bars)
+    end)
+
+    it("--resume: Ctrl-C stops a listing where its rows and FILE agree; the same command goes on", function()
+      local file, out = scratch(), scratch()
+      finally(function()
+        os.remove(file)
+        os.remove(file .. ".tmp")
+        os.remove(out)
+      end)
+      local args = "helicone --base-url " .. E .. " --limit 10 --concurrency 1 --format csv --fields id,cost"
+      local status, all, err0 = run(args)
+      assert.equal(0, status, err0)
+      assert.equal(251, #lines(all))
+      emu.reset()
+      emu.config{ delay_ms = 150 } -- 25 pages: some 4 s
+      -- the shell goes on to echo EXIT= after its child's Ctrl-C (bash would, dash might not)
+      start(args .. " --resume " .. q(file) .. " >>" .. q(out), nil, "trap : INT; ")
+      -- checkpoints: FILE is there (whole: it is renamed into place) and past page 3
+      local deadline = core.now() + 30
+      while not (exists(file) and userlist.token_info(read(file):match("%S+")).users >= 30) do
+        assert.is_true(core.now() < deadline, "no checkpoint past page 3 in 30 s")
+        core.sleep(0.02)
+      end
+      wait_for(function(s) return s:find("helicone: %d+ users") end, "live progress")
+      tmux("send-keys -t spec C-c")
+      local s = wait_for(function(x) return x:find("EXIT=", 1, true) end, "the end")
+      assert.matches("EXIT=130", s, 1, true)
+      assert.matches("userlist: interrupted; run the same command again to continue from " .. file
+        .. " (after ", s, 1, true)
+      local at = tonumber(s:match("to continue from [^\n]* %(after (%d+) users?%)"))
+      assert.is_true(at >= 30 and at < 250, tostring(at))
+      assert.is_nil(s:find("stack traceback", 1, true))
+      -- the rows out are the rows FILE's token counts: the header and whole pages
+      local token = read(file):match("^(%S+)\n$")
+      assert.equal(at, userlist.token_info(token).users)
+      assert.equal(table.concat(lines(all), "\n", 1, at + 1) .. "\n", read(out))
+      no_keys(s, token)
+
+      emu.config{ delay_ms = 0 }
+      local err
+      status, err = run_append(args .. " --resume " .. q(file), out)
+      assert.equal(0, status, err)
+      local pages = math.floor(at / 10)
+      assert.equal(("userlist: continuing from %s: after %d users, %d page%s\n")
+        :format(file, at, pages, pages == 1 and "" or "s"), err)
+      assert.equal(all, read(out)) -- every user once, in order, one header
+      assert.is_false(exists(file))
+    end)
+
+    it("without --resume, Ctrl-C says interrupted and exits 130, no traceback", function()
+      emu.config{ delay_ms = 150 }
+      start("usertour --base-url " .. E .. " --limit 10 --concurrency 1 --format csv >/dev/null", nil,
+        "trap : INT; ")
+      wait_for(function(s) return s:find("usertour: %d+ users, [1-9]%d* pages?") end, "a page")
+      tmux("send-keys -t spec C-c")
+      local s = wait_for(function(x) return x:find("EXIT=", 1, true) end, "the end")
+      assert.matches("EXIT=130", s, 1, true)
+      assert.matches("userlist: interrupted\n", s, 1, true)
+      assert.is_nil(s:find("stack traceback", 1, true))
     end)
 
     it("keeps the table clean when stdout and stderr share the terminal", function()

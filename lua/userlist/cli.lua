@@ -14,11 +14,13 @@
 -- parsed by argparse. While a listing runs and stderr is
 -- a terminal, one progress line on stderr shows users, pages, the rate,
 -- retries and waits (`USERLIST_PROGRESS=always|never` or `--progress`
--- overrides the terminal test).
+-- overrides the terminal test). `--resume FILE` keeps the listing's resume
+-- token in FILE as it goes, so that the same command, run again with its
+-- output appended (>>), continues an interrupted listing (see "--resume").
 --
 -- Exit status: 0 done, 1 an API or network error (its one-line message on
 -- stderr), 2 a usage error (bad arguments, a missing key, a query the
--- provider refuses before any request).
+-- provider refuses before any request), 130 interrupted (Ctrl-C).
 -- @module userlist.cli
 local argparse = require "argparse"
 local userlist = require "userlist"
@@ -122,6 +124,11 @@ local function header_arg(s)
   local name, value = s:match("^%s*([%w!#$%%&'*+.^_`|~-]+)%s*:%s*(.-)%s*$")
   if not name then return nil, ("'%s' is not \"Name: value\""):format(s) end
   return { name, value }
+end
+
+local function file_arg(s)
+  if s == "" then return nil, "a file name is required" end
+  return s
 end
 
 local function fields_arg(s)
@@ -248,6 +255,9 @@ local COMMON = {
   { "--progress", "auto (default: when stderr is a terminal), always or never",
     choices = { "auto", "always", "never" } },
   { "--ascii", "draw the --top chart with # instead of block characters", flag_value = true },
+  { "--resume", "keep where the listing stands in <file>, page by page, and continue from it when it"
+    .. " exists: run the same command again, appending the output (>> users.csv); <file> is removed"
+    .. " once the listing is complete", convert = file_arg, argname = "<file>" },
 }
 
 -- "--base-url" -> "base_url", argparse's target name
@@ -301,7 +311,7 @@ local function build_parser(state)
       "Run `userlist <provider> --help` for a provider's filters.",
       "Keys come from the environment: " .. concat(keys, ", ") .. ".",
       "Progress goes to stderr while it is a terminal (USERLIST_PROGRESS=always|never overrides).",
-      "Exit status: 0 done, 1 an API or network error, 2 a usage error.",
+      "Exit status: 0 done, 1 an API or network error, 2 a usage error, 130 interrupted (Ctrl-C).",
     }, "\n"))
   add_help(parser, state)
   parser:flag("--version", "Show the version and exit."):action(function()
@@ -318,7 +328,9 @@ local function build_parser(state)
     if def.base_env then env = env .. "; base URL: --base-url or " .. def.base_env end
     cmd:epilog(env .. ".\nDefault fields: " .. concat(def.fields, ",")
       .. (def.metrics and "" or "\nThese users have no cost, tokens or requests: --top does not apply.")
-      .. "\nExit status: 0 done, 1 an API or network error, 2 a usage error.")
+      .. "\n--resume <file> continues an interrupted listing (an error, Ctrl-C): run the same command again,"
+      .. "\nappending its output (>>); no row is repeated, nor the CSV or table header."
+      .. "\nExit status: 0 done, 1 an API or network error, 2 a usage error, 130 interrupted (Ctrl-C).")
   end
   return parser
 end
@@ -389,7 +401,10 @@ end
 
 -- ------------------------------------------------------------ writers
 -- A writer takes users one at a time (add) and finishes (close); emit(s)
--- writes to stdout.
+-- writes to stdout. `flush` gives emit all it holds (the table's first
+-- rows) and the header, if it is yet to come: a --resume checkpoint's page
+-- is then whole on stdout. `no_header`: a continued listing's output goes
+-- on after the header of the run that began it.
 
 --- CSV (RFC 4180 quoting): a field with a comma, a quote, CR, LF or
 -- surrounding spaces is quoted, with quotes doubled.
@@ -400,8 +415,8 @@ function M.csv_field(s)
   return s
 end
 
-local function csv_writer(emit, fields)
-  local started = false
+local function csv_writer(emit, fields, no_header)
+  local started = no_header == true
   local function start()
     started = true
     local head = {}
@@ -415,6 +430,7 @@ local function csv_writer(emit, fields)
       for i, f in ipairs(fields) do row[i] = M.csv_field(text_of(f, field_value(user, f))) end
       emit(concat(row, ",") .. "\n")
     end,
+    flush = function() if not started then start() end end,
     close = function() if not started then start() end end,
   }
 end
@@ -457,6 +473,7 @@ local function jsonl_writer(emit, fields)
       end
       emit("{" .. concat(parts, ",") .. "}\n")
     end,
+    flush = function() end,
     close = function() end,
   }
 end
@@ -465,7 +482,7 @@ end
 -- longer cells just push their line wider), so a long listing streams.
 local BUFFERED = 100
 
-local function table_writer(emit, fields)
+local function table_writer(emit, fields, no_header)
   local rows, widths, numeric, fixed = {}, {}, {}, false
   for i, f in ipairs(fields) do widths[i], numeric[i] = width(f), true end
   local function line(cells)
@@ -477,7 +494,7 @@ local function table_writer(emit, fields)
   end
   local function fix()
     fixed = true
-    emit(line(fields))
+    if not no_header then emit(line(fields)) end
     for _, r in ipairs(rows) do emit(line(r)) end
     rows = nil
   end
@@ -499,8 +516,15 @@ local function table_writer(emit, fields)
         if #rows >= BUFFERED then fix() end
       end
     end,
+    flush = function() if not fixed then fix() end end,
     close = function() if not fixed then fix() end end,
   }
+end
+
+local function new_writer(fmt, emit, fields, no_header)
+  if fmt == "csv" then return csv_writer(emit, fields, no_header) end
+  if fmt == "jsonl" then return jsonl_writer(emit, fields) end
+  return table_writer(emit, fields, no_header)
 end
 
 -- ------------------------------------------------------------ --top
@@ -762,6 +786,9 @@ end
 local function output_of(sys, name, def, parsed)
   local o = { fields = parsed.fields, fmt = parsed.format, by = parsed.by }
   if o.by and not parsed.top then return nil, "--by goes with --top N" end
+  if parsed.top and parsed.resume then
+    return nil, "--resume does not go with --top (the top needs every user in one run)"
+  end
   if parsed.top then
     if not def.metrics then
       return nil, name .. " users have no cost, tokens or requests: --top does not apply"
@@ -788,10 +815,7 @@ end
 -- the writer). A failed listing shows the rows it got (stdout), then the
 -- error (stderr). @return true, or false and the error
 local function list(sys, name, client, q, parsed, o, progress, emit)
-  local writer
-  if o.fmt == "csv" then writer = csv_writer(emit, o.fields)
-  elseif o.fmt == "jsonl" then writer = jsonl_writer(emit, o.fields)
-  else writer = table_writer(emit, o.fields) end
+  local writer = new_writer(o.fmt, emit, o.fields)
   local top = parsed.top and top_collector(parsed.top, o.by)
   local sink = top or writer
   local ok, err = pcall(function()
@@ -819,8 +843,229 @@ local function list(sys, name, client, q, parsed, o, progress, emit)
   return ok, err
 end
 
+-- Ctrl-C: the standalone interpreter (lua.c, luajit.c) turns SIGINT into
+-- an "interrupted!" error raised at the next Lua instruction (a second one
+-- kills the process). A library that caught it on the way and made it a
+-- userlist error keeps the words in the message.
+local function interrupted(err)
+  local msg = err
+  if userlist.is_error(err) then msg = err.message end
+  return type(msg) == "string" and msg:find("interrupted!", 1, true) ~= nil
+end
+
+M.INTERRUPTED = 130 -- the exit status of a listing stopped by Ctrl-C (128 + SIGINT)
+
+-- ------------------------------------------------------------ --resume
+-- `--resume FILE` keeps the listing's resume token (userlist.resume) in
+-- FILE, saved once a page is consumed (the query's on_checkpoint) and only
+-- after that page's rows are written and flushed, so that the rows out and
+-- the token in FILE agree: the next run (the same command, its output
+-- appended) starts where those rows end. Rows of a page are held until its
+-- checkpoint and written in one call; a page not consumed when the run
+-- stops (an error, Ctrl-C) is dropped, and comes again in the next run.
+-- FILE is replaced whole (FILE.tmp, then a rename) and removed when the
+-- listing is complete.
+--
+-- Ctrl-C can land on any Lua instruction, a checkpoint's too: the
+-- checkpoint is pending from when its rows are set apart until its token is
+-- saved, and a run that stops while one is pending finishes it first (the
+-- rows written once, then the token). Whether the rows went out is a flag
+-- set just before the write; on a file (what >> gives), the file's end
+-- before the write tells for sure.
+
+local TOKEN_MAX = 16384 -- the longest token a query takes (userlist.args)
+
+-- The token in `path`, trimmed ("" for an empty file), or nil when there is
+-- no such file; nil and a message when it cannot be read.
+local function read_token(path)
+  local f, err, code = io.open(path, "rb")
+  if not f then
+    if code == 2 then return nil end -- ENOENT: a new listing
+    return nil, err
+  end
+  local s = f:read(TOKEN_MAX + 1) or "" -- a directory reads as nothing: not a token
+  f:close()
+  return (s:match("^%s*(.-)%s*$"))
+end
+
+-- Writes `token` to `path` at once: FILE holds a whole token, this one or
+-- the one before. true, or nil and a message.
+local function save_token(path, token)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(token, "\n")
+  local closed, cerr = f:close()
+  if ok and closed then
+    ok, werr = os.rename(tmp, path)
+    if ok then return true end
+  end
+  os.remove(tmp)
+  return nil, werr or cerr
+end
+
+-- Whether a token can be saved next to `path`: nil, or a usage message.
+local function unwritable(path)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return ("--resume: cannot write %s (%s)"):format(tmp, tostring(err)) end
+  f:close()
+  os.remove(tmp)
+end
+
+-- The command's own failures in a --resume run (FILE or stdout cannot be
+-- written): error values {message =} with this metatable.
+local FAILED = {}
+local function fail(message) error(setmetatable({ message = message }, FAILED), 0) end
+
+local function users_of(token)
+  local info = token and userlist.token_info(token)
+  return info and info.users
+end
+
+-- Lists the users of a --resume run. `token`: FILE's text (nil: no FILE).
+-- @return the exit status
+local function list_resumable(sys, name, client, q, o, progress, file, token)
+  local out = sys.out
+  local start = token and userlist.token_info(token) -- nil for a token the listing will refuse
+  -- a token past a page: that page's run wrote the header
+  local continuing = start ~= nil and start.pages > 0
+  local sok, pos = pcall(out.seek, out, "cur")
+  local seekable = sok and pos ~= nil -- a file (not a terminal or a pipe)
+  local buf = {} -- the rows of the page being read
+  local cp = { pending = nil, chunk = nil, written = false, mark = nil } -- the checkpoint under way
+  local saved, done -- the last token saved by this run; whether its page was the listing's last
+
+  local writer = new_writer(o.fmt, function(s) buf[#buf + 1] = s end, o.fields, continuing)
+  local function write_out(s)
+    if s == "" then return true end
+    if o.stdout_tty then progress.clear() end
+    return out:write(s)
+  end
+
+  -- the pending checkpoint: its rows once, flushed, then its token in FILE
+  local function commit()
+    local ok, err = true, nil
+    if not cp.written then
+      cp.mark = nil
+      if seekable then cp.mark = out:seek("end") end
+      cp.written = true
+      ok, err = write_out(cp.chunk)
+    end
+    if ok then ok, err = out:flush() end
+    if not ok then
+      cp.pending = nil -- FILE stays where the rows written surely end
+      fail(("cannot write the output (%s)"):format(tostring(err)))
+    end
+    ok, err = save_token(file, cp.pending)
+    if not ok then fail(("--resume: cannot save the resume token in %s (%s)"):format(file, tostring(err))) end
+    saved = cp.pending
+    cp.pending = nil
+  end
+
+  -- a run that stops while a checkpoint is pending finishes it
+  local function finish_pending()
+    if not cp.pending then return true end
+    if cp.written and cp.mark then
+      -- did the write happen? the file's end says (seek writes what the buffer holds)
+      local ok, now = pcall(out.seek, out, "end")
+      if ok and now == cp.mark then cp.written = false end
+    end
+    return pcall(commit)
+  end
+
+  q.on_checkpoint = function(t, info)
+    writer.flush()
+    cp.written, cp.mark = false, nil
+    cp.chunk = concat(buf)
+    buf = {}
+    done = info.done
+    cp.pending = t -- from here the page is as good as written
+    commit()
+  end
+
+  local ok, err = pcall(function()
+    local iter, state, first, closing = client:users(q)
+    if start then
+      progress.clear()
+      sys.err:write(("userlist: continuing from %s: after %s, %s%s\n"):format(file,
+        plural(start.users, "user"), plural(start.pages, "page"),
+        start.done and " (the listing was complete)" or ""))
+    end
+    for user in iter, state, first, closing do
+      progress.user()
+      writer.add(user)
+    end
+    writer.close() -- what a run without a page gives (a complete listing resumed)
+    local done_ok, why = write_out(concat(buf))
+    buf = {}
+    if done_ok then done_ok, why = out:flush() end
+    if not done_ok then fail(("cannot write the output (%s)"):format(tostring(why))) end
+  end)
+  local fok, ferr = finish_pending()
+  client:close()
+  progress.finish(ok and "done" or "stopped")
+  local function say(s) sys.err:write("userlist: ", s, "\n") end
+
+  if ok then
+    if done == false then
+      say(("stopped after --max-pages; %s holds where to continue (run the same command again)")
+        :format(file))
+    else
+      os.remove(file)
+    end
+    return 0
+  end
+  if not fok then err = ferr end
+  if getmetatable(err) == FAILED then
+    say(err.message)
+    return 1
+  end
+  local current = saved or token
+  if interrupted(err) then
+    if userlist.is_error(err) and err.resume and save_token(file, err.resume) then current = err.resume end
+    if users_of(current) then
+      say(("interrupted; run the same command again to continue from %s (after %s)")
+        :format(file, plural(users_of(current), "user")))
+    else
+      say("interrupted before a page was listed; run the same command again to start over")
+    end
+    return M.INTERRUPTED
+  end
+  if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
+  sys.err:write(tostring(err), "\n")
+  if err.kind == "invalid" then
+    if err.field == "resume" then
+      say(("--resume %s: the file holds no resume token of this listing; remove it to start over")
+        :format(file))
+    else
+      sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
+    end
+    return 2
+  end
+  -- the token to continue at the page that failed: the last checkpoint's,
+  -- or one that knows more (a fallback the listing made since)
+  if err.resume then
+    local saved_now, why = save_token(file, err.resume)
+    if saved_now then
+      current = err.resume
+    else
+      say(("--resume: cannot save the resume token in %s (%s)"):format(file, tostring(why)))
+    end
+  end
+  if users_of(current) then
+    say(("run the same command again to continue from %s (%s listed)")
+      :format(file, plural(users_of(current), "user")))
+  end
+  return 1
+end
+
 -- The exit status of a failed listing, its one line on stderr.
 local function failed(sys, name, err)
+  if interrupted(err) then
+    sys.err:write("userlist: interrupted\n")
+    return M.INTERRUPTED
+  end
   if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
   sys.err:write(tostring(err), "\n")
   if err.kind == "invalid" then
@@ -855,6 +1100,14 @@ function M.main(argv, sys)
   local o
   o, why = output_of(sys, name, def, parsed)
   if not o then return usage(sys, name, why) end
+  local file, token = parsed.resume, nil
+  if file then
+    token, why = read_token(file)
+    if why then return usage(sys, name, ("--resume: cannot read %s (%s)"):format(file, tostring(why))) end
+    why = unwritable(file)
+    if why then return usage(sys, name, why) end
+    q.resume = token
+  end
 
   local progress = new_progress(sys, name, o.show)
   copts.on_event = progress.event
@@ -864,6 +1117,7 @@ function M.main(argv, sys)
   end
   local okc, client = pcall(userlist[name], copts)
   if not okc then return usage(sys, name, plain(client)) end
+  if file then return list_resumable(sys, name, client, q, o, progress, file, token) end
   local okl, err = list(sys, name, client, q, parsed, o, progress, emit)
   if not okl then return failed(sys, name, err) end
   return 0
