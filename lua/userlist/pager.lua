@@ -307,6 +307,9 @@ function guesser(w)
     if w.no_guess or #w.queue > 0 or paused(w) then return end
     if w.max_pages and w.number + 1 >= w.max_pages then return end
     local ok, guess = pcall(w.listing.guess, w.client, text, w.p, w.state)
+    -- a link it cannot read spoils only the guess; anything else (a bug, the
+    -- interpreter's "interrupted!" on Ctrl-C) is not the guess's to swallow
+    if not ok and not errors.is(guess) then error(guess, 0) end
     if ok and guess ~= nil then
       w.guessed = true
       start(w, guess)
