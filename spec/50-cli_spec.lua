@@ -263,6 +263,56 @@ describe("userlist command", function()
       assert.matches("130 interrupted", help, 1, true)
     end)
 
+    it("--since 7d: FILE keeps the now it was taken from, so the next run, hours later, is the same query",
+    function()
+      local function main(args, clock, path)
+        local o, e = assert(io.open(path, "ab")), assert(io.open(path .. ".err", "wb"))
+        local argv = {}
+        for a in args:gmatch("%S+") do argv[#argv + 1] = a end
+        local status = cli.main(argv, { out = o, err = e, time = function() return clock end,
+          getenv = function(k) return k == "HELICONE_API_KEY" and emu.keys.helicone or nil end,
+          stderr_tty = false, stdout_tty = false })
+        o:close()
+        e:close()
+        return status, slurp(path .. ".err")
+      end
+      local T = 1764720000 -- 2025-12-03: 400 days after it, every emulated user was active
+      local args = "helicone --base-url " .. E .. " --since 400d --limit 25 --max-retries 0 --concurrency 1"
+        .. " --format csv --fields id --resume " .. file
+      local function windows()
+        local t = {}
+        for _, r in ipairs(emu.requests()) do
+          if r.uri == "/v1/user/metrics/query" then
+            t[#t + 1] = require("userlist.core").json_decode(r.body).timeFilter.startTimeUnixSeconds
+          end
+        end
+        return t
+      end
+      emu.reset()
+      emu.faults("/v1/user/metrics/query", { {}, { status = 500 } })
+      local status, err = main(args, T, out)
+      assert.equal(1, status, err)
+      local f = assert(io.open(file))
+      local held = f:read("*a")
+      f:close()
+      local token, now = held:match("^(%S+)\nnow (%d+)\n$")
+      assert.is_string(token, held)
+      assert.equal(T, tonumber(now))
+      local first = windows()
+      -- three hours later: 400d is another time now, but not for this listing
+      status, err = main(args, T + 3 * 3600, out)
+      assert.equal(0, status, err)
+      assert.matches("continuing from", err, 1, true)
+      assert.is_false(exists(file))
+      local all = windows()
+      assert.equal(T - 400 * 86400, first[1])
+      for _, w in ipairs(all) do assert.equal(first[1], w) end
+      local rows = lines(slurp(out))
+      assert.equal("id", rows[1])
+      assert.equal(251, #rows) -- the header, then the 250 users once
+      os.remove(out .. ".err")
+    end)
+
     it("a listing cut by an error keeps FILE; the same command again appends the rest, once", function()
       local args = "usertour --base-url " .. E .. " --limit 20 --max-retries 0 --concurrency 1 --format csv"
         .. " --fields id,email"

@@ -72,11 +72,17 @@ end
 
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400 }
 
---- A time argument: `7d`, `12h`, `30m`, `90s`, `2w` (that long ago), a Lua
--- time (seconds since the epoch) or an ISO 8601 string (the provider checks it).
+-- A time `ago` seconds before the run's now, which main() settles (M.pin):
+-- a --resume run goes on with the now of the run that began the listing,
+-- so that `--since 7d` stays the same query.
+local AGO = {}
+
+--- A time argument: `7d`, `12h`, `30m`, `90s`, `2w` (that long ago: a
+-- table that M.pin turns into a Lua time), a Lua time (seconds since the
+-- epoch) or an ISO 8601 string (the provider checks it).
 function M.time_arg(s)
   local n, unit = s:match("^(%d+%.?%d*)([smhdw])$")
-  if n then return os.time() - floor(tonumber(n) * UNITS[unit]) end
+  if n then return setmetatable({ ago = floor(tonumber(n) * UNITS[unit]) }, AGO) end
   if s:match("^%d+$") then return int_arg(s) end
   if not s:match("^%d%d%d%d%-%d%d%-%d%d") then
     return nil, ("'%s' is not a time (7d, 12h, 30m, seconds since the epoch, or ISO 8601"
@@ -731,7 +737,7 @@ local function terminal_columns(getenv)
 end
 
 local function default_sys()
-  local sys = { out = io.stdout, err = io.stderr, getenv = os.getenv }
+  local sys = { out = io.stdout, err = io.stderr, getenv = os.getenv, time = os.time }
   return sys
 end
 
@@ -757,7 +763,8 @@ local function environment(sys, def, parsed)
   if def.base_env and (base_url == nil or base_url == "") then
     return nil, ("no base URL: pass --base-url or set %s"):format(def.base_env)
   end
-  return { base_url = (base_url ~= "" and base_url) or nil }
+  -- the key as sys.getenv has it (the constructor would read os.getenv)
+  return { api_key = key, base_url = (base_url ~= "" and base_url) or nil }
 end
 
 -- The parsed flags as the query and the client options (into copts).
@@ -875,26 +882,44 @@ M.INTERRUPTED = 130 -- the exit status of a listing stopped by Ctrl-C (128 + SIG
 
 local TOKEN_MAX = 16384 -- the longest token a query takes (userlist.args)
 
--- The token in `path`, trimmed ("" for an empty file), or nil when there is
--- no such file; nil and a message when it cannot be read.
+-- FILE: the token on its first line, then "now <seconds>" when the query
+-- has times relative to now (--since 7d): the now they were taken from.
+
+--- Turns the query's relative times (time_arg) into Lua times before `now`.
+-- @return whether there were any
+function M.pin(q, now)
+  local any = false
+  for k, v in pairs(q) do
+    if getmetatable(v) == AGO then
+      q[k], any = now - v.ago, true
+    end
+  end
+  return any
+end
+
+-- The token in `path`, trimmed ("" for an empty file), and the now its
+-- relative times were taken from (or nil); nil when there is no such file;
+-- nil and a message when it cannot be read.
 local function read_token(path)
   local f, err, code = io.open(path, "rb")
   if not f then
     if code == 2 then return nil end -- ENOENT: a new listing
     return nil, err
   end
-  local s = f:read(TOKEN_MAX + 1) or "" -- a directory reads as nothing: not a token
+  local s = f:read(TOKEN_MAX + 64) or "" -- a directory reads as nothing: not a token
   f:close()
+  local token, now = s:match("^%s*(%S*)%s+now (%d+)%s*$")
+  if token then return token, nil, tonumber(now) end
   return (s:match("^%s*(.-)%s*$"))
 end
 
--- Writes `token` to `path` at once: FILE holds a whole token, this one or
--- the one before. true, or nil and a message.
-local function save_token(path, token)
+-- Writes `token` (and `now`, if any) to `path` at once: FILE holds a whole
+-- token, this one or the one before. true, or nil and a message.
+local function save_token(path, token, now)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
   if not f then return nil, err end
-  local ok, werr = f:write(token, "\n")
+  local ok, werr = f:write(token, "\n", now and ("now %d\n"):format(now) or "")
   local closed, cerr = f:close()
   if ok and closed then
     ok, werr = os.rename(tmp, path)
@@ -925,7 +950,7 @@ end
 
 -- Lists the users of a --resume run. `token`: FILE's text (nil: no FILE).
 -- @return the exit status
-local function list_resumable(sys, name, client, q, o, progress, file, token)
+local function list_resumable(sys, name, client, q, o, progress, file, token, now)
   local out = sys.out
   local start = token and userlist.token_info(token) -- nil for a token the listing will refuse
   -- a token past a page: that page's run wrote the header
@@ -957,7 +982,7 @@ local function list_resumable(sys, name, client, q, o, progress, file, token)
       cp.pending = nil -- FILE stays where the rows written surely end
       fail(("cannot write the output (%s)"):format(tostring(err)))
     end
-    ok, err = save_token(file, cp.pending)
+    ok, err = save_token(file, cp.pending, now)
     if not ok then fail(("--resume: cannot save the resume token in %s (%s)"):format(file, tostring(err))) end
     saved = cp.pending
     cp.pending = nil
@@ -968,8 +993,8 @@ local function list_resumable(sys, name, client, q, o, progress, file, token)
     if not cp.pending then return true end
     if cp.written and cp.mark then
       -- did the write happen? the file's end says (seek writes what the buffer holds)
-      local ok, now = pcall(out.seek, out, "end")
-      if ok and now == cp.mark then cp.written = false end
+      local ok, at = pcall(out.seek, out, "end")
+      if ok and at == cp.mark then cp.written = false end
     end
     return pcall(commit)
   end
@@ -1023,7 +1048,9 @@ local function list_resumable(sys, name, client, q, o, progress, file, token)
   end
   local current = saved or token
   if interrupted(err) then
-    if userlist.is_error(err) and err.resume and save_token(file, err.resume) then current = err.resume end
+    if userlist.is_error(err) and err.resume and save_token(file, err.resume, now) then
+      current = err.resume
+    end
     if users_of(current) then
       say(("interrupted; run the same command again to continue from %s (after %s)")
         :format(file, plural(users_of(current), "user")))
@@ -1046,7 +1073,7 @@ local function list_resumable(sys, name, client, q, o, progress, file, token)
   -- the token to continue at the page that failed: the last checkpoint's,
   -- or one that knows more (a fallback the listing made since)
   if err.resume then
-    local saved_now, why = save_token(file, err.resume)
+    local saved_now, why = save_token(file, err.resume, now)
     if saved_now then
       current = err.resume
     else
@@ -1076,7 +1103,8 @@ local function failed(sys, name, err)
 end
 
 --- Runs the command. `argv`: the arguments (Lua's `arg`); `sys` (for tests):
--- `out`, `err` (files), `getenv`, `stderr_tty`, `stdout_tty`, `columns`.
+-- `out`, `err` (files), `getenv`, `stderr_tty`, `stdout_tty`, `columns`,
+-- `time` (the clock of relative times such as --since 7d).
 -- @return the exit status
 function M.main(argv, sys)
   local base = default_sys()
@@ -1100,14 +1128,16 @@ function M.main(argv, sys)
   local o
   o, why = output_of(sys, name, def, parsed)
   if not o then return usage(sys, name, why) end
-  local file, token = parsed.resume, nil
+  local file, token, now = parsed.resume, nil, nil
   if file then
-    token, why = read_token(file)
+    token, why, now = read_token(file)
     if why then return usage(sys, name, ("--resume: cannot read %s (%s)"):format(file, tostring(why))) end
     why = unwritable(file)
     if why then return usage(sys, name, why) end
     q.resume = token
   end
+  now = now or sys.time()
+  if not M.pin(q, now) then now = nil end -- nothing relative: FILE holds the token alone
 
   local progress = new_progress(sys, name, o.show)
   copts.on_event = progress.event
@@ -1117,7 +1147,7 @@ function M.main(argv, sys)
   end
   local okc, client = pcall(userlist[name], copts)
   if not okc then return usage(sys, name, plain(client)) end
-  if file then return list_resumable(sys, name, client, q, o, progress, file, token) end
+  if file then return list_resumable(sys, name, client, q, o, progress, file, token, now) end
   local okl, err = list(sys, name, client, q, parsed, o, progress, emit)
   if not okl then return failed(sys, name, err) end
   return 0
