@@ -46,10 +46,10 @@
 -- token to continue after it; an error raised mid-listing carries
 -- `err.resume`, the token to continue at the page that failed; a query's
 -- `resume` continues from one, and its `on_checkpoint(token, info)` is
--- called once a page is consumed: when
--- the caller asks for more after it. Rows already given are never asked
--- for again, so a listing resumed after the last page consumed gives each
--- row once where the server's order holds still.
+-- called once a page is consumed: when the caller asks for more after it.
+-- Rows already given are never asked for again, so a listing resumed after
+-- the last page consumed gives each row once where the server's order
+-- holds still. `max_pages` bounds one run; page numbers go on.
 --
 -- Pages are fetched ahead, up to the client's `concurrency` (default 4) at
 -- once on sessions that share one libcurl multi handle: for page-number and
@@ -77,9 +77,6 @@ local STEP_PER_BYTE = _VERSION == "Lua 5.3" and 8 / 1024 or nil
 
 local guesser -- below: the raw-body guess of cursor listings
 
--- One listing in progress: its own sessions (so that break, an error or the
--- end releases those connections at once), its position and the requests
--- it has in flight ahead of it (`queue`, in page order).
 -- The query's resume token and checkpoint, for walk `w`: its fingerprints,
 -- and the position, counts and end it continues from.
 local function resumable(w, q)
@@ -101,6 +98,9 @@ local function resumable(w, q)
   end
 end
 
+-- One listing in progress: its own sessions (so that break, an error or the
+-- end releases those connections at once), its position and the requests
+-- it has in flight ahead of it (`queue`, in page order).
 local function open_walk(client, listing, q)
   local transport = client.transport
   q = q == nil and {} or q
