@@ -178,11 +178,7 @@ local listing = {
   end,
   -- resume tokens (userlist.resume): the page number
   save = function(_, _, st) return ("%d"):format(st.page) end,
-  load = function(_, _, s)
-    local page = s:match("^%d+$") and tonumber(s)
-    if not page or page > 2 ^ 31 - 1 then resume.bad("holds no page number") end
-    return { page = page }
-  end,
+  load = function(_, _, s) return { page = resume.number(s, 0, 2 ^ 31 - 1, "page number") } end,
 }
 
 -- A row is a (user, task) pair: its identity for the loop guard, and the

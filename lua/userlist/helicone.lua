@@ -86,19 +86,20 @@ local OPTIONS = {
 
 -- since/until (checked: seconds) -> {startTimeUnixSeconds,
 -- endTimeUnixSeconds}, or nil. The server requires both: a missing since
--- is the epoch, a missing until now (p.now: a resumed listing keeps the
--- first one's). `scale` is 1000 for the seed endpoint's milliseconds bug.
-local function time_filter(v, scale, p)
+-- is the epoch, a missing until now, which comes back second (a listing's
+-- resume tokens keep it). `scale` is 1000 for the seed endpoint's
+-- milliseconds bug.
+local function time_filter(v, scale)
   local from, to = v.since, v["until"]
   if from == nil and to == nil then return nil end
   from = from or 0
+  local now
   if to == nil then
-    to = os.time() -- os.time() with no argument is the epoch clock
-    p.now = to
+    now = os.time() -- os.time() with no argument is the epoch clock
+    to = now
   end
   if to < from then raise("until", "is before 'since'") end
-  p.scale = scale
-  return { startTimeUnixSeconds = from * scale, endTimeUnixSeconds = to * scale }
+  return { startTimeUnixSeconds = from * scale, endTimeUnixSeconds = to * scale }, now
 end
 
 local function sort_of(s)
@@ -133,7 +134,8 @@ local function prepare(c, q)
     if p.offset >= #p.ids then
       raise("offset", ("is past the end of user_ids (%d distinct ids)"):format(#p.ids))
     end
-    p.time_filter = time_filter(v, c.options.time_filter_in_seconds and 1 or 1000, p)
+    p.scale = c.options.time_filter_in_seconds and 1 or 1000
+    p.time_filter, p.now = time_filter(v, p.scale)
     return p
   end
   p.mode = "metrics"
@@ -143,7 +145,8 @@ local function prepare(c, q)
   p.sort_is_default = q.sort == nil
   p.filter = v.filter
   p.tz = v.time_zone_difference_minutes
-  p.time_filter = time_filter(v, 1, p) -- this endpoint reads real seconds
+  p.scale = 1 -- this endpoint reads real seconds
+  p.time_filter, p.now = time_filter(v, p.scale)
   return p
 end
 
@@ -337,7 +340,7 @@ function methods:query(q)
     local ids = v.user_ids
     if ids and #ids == 0 then raise("user_ids", "is empty (leave it out to ask for every user)") end
     if ids then ids = distinct(ids) end
-    local tf = time_filter(v, self.options.time_filter_in_seconds and 1 or 1000, {})
+    local tf = time_filter(v, self.options.time_filter_in_seconds and 1 or 1000)
     local res, err = self.transport:request{ method = "POST", path = "/v1/user/query",
                                  json = { userIds = ids, timeFilter = tf } }
     if not res then error(err, 0) end

@@ -191,11 +191,7 @@ local listing = {
   ahead = function(_, page) return page + 1 end,
   -- resume tokens (userlist.resume): the page number
   save = function(_, _, page) return ("%d"):format(page) end,
-  load = function(_, _, s)
-    local page = s:match("^%d+$") and tonumber(s)
-    if not page or page < 1 or page > 2 ^ 31 - 1 then resume.bad("holds no page number") end
-    return page
-  end,
+  load = function(_, _, s) return resume.number(s, 1, 2 ^ 31 - 1, "page number") end,
 }
 
 return client.define(providers.declare{

@@ -351,18 +351,17 @@ local function identities(w, items)
 end
 
 -- Whether the page at the walk's position went stale (err: its error; nil:
--- it came back empty and last). Never the first page: nothing before it.
+-- it came back empty and last), and what is left to do: "recover" when the
+-- page before is known (recover() asks it again); "token" on a resumed
+-- walk's first page, whose page before the token does not hold (an empty
+-- last page there may be stale too: nothing can tell); else nil (the first
+-- page of a listing has nothing before it).
 local function stale(w, err)
-  return w.listing.recover ~= nil and w.prev_state ~= nil and not w.single
-    and w.listing.recover(w.client, w.p, w.state, err) == true
-end
-
--- A resumed walk has no page before its first (the token does not hold
--- it): a stale first position cannot be recovered from, and an empty last
--- page reached through one may be stale too. Whether that is the case.
-local function stale_resumed(w, err)
-  return w.base_pages > 0 and w.number == 0 and w.listing.recover ~= nil
-    and w.listing.recover(w.client, w.p, w.state, err) == true
+  local listing = w.listing
+  if listing.recover == nil or listing.recover(w.client, w.p, w.state, err) ~= true then return nil end
+  if w.prev_state ~= nil and not w.single then return "recover" end
+  if w.base_pages > 0 and w.number == 0 then return "token" end
+  return nil
 end
 
 local STALE_TOKEN = "the resume token's position went stale: the row it continues after was deleted "
@@ -418,6 +417,13 @@ local function recover(w, stale_req, cause)
   return kept, next_state, facts, res, req
 end
 
+-- The token to continue at `state` (nil: after the last page, an end
+-- token); nil for a listing without tokens.
+local function token_at(w, state)
+  if not w.fp_query then return nil end
+  return resume.seal(w, state ~= nil and w.listing.save(w.client, w.p, state) or nil)
+end
+
 -- Fetches the next page of a walk: page table, or nil at the end; raises
 -- the error value on failure (after closing the walk).
 local function next_page(w)
@@ -435,21 +441,23 @@ local function next_page(w)
   if res then w.page_bytes = res.bytes end
   local items, next_state, facts, recovered
   if not res then
-    if not stale(w, err) then
+    local gone = stale(w, err)
+    if gone ~= "recover" then
       close_walk(w)
-      if stale_resumed(w, err) then err.message = (err.message or err.kind) .. "; " .. STALE_TOKEN end
+      if gone == "token" then err.message = (err.message or err.kind) .. "; " .. STALE_TOKEN end
       error(err, 0)
     end
     items, next_state, facts, res, req = recover(w, req, err)
     recovered = true
   else
     items, next_state, facts = parse_page(w, req, res, w.state)
-    if #items == 0 and next_state == nil and stale(w, nil) then
+    local gone = #items == 0 and next_state == nil and stale(w, nil)
+    if gone == "recover" then
       -- an empty last page reached through a stale cursor (v2 Usertour)
       -- looks like the end: the page before, asked again, tells
       items, next_state, facts, res, req = recover(w, req, nil)
       recovered = true
-    elseif #items == 0 and next_state == nil and stale_resumed(w, nil) then
+    elseif gone == "token" then
       close_walk(w)
       error(w.transport:scrub(errors.new{ kind = "api", provider = client.provider,
         status = res.status, method = req.method, url = w.transport:url(req),
@@ -467,9 +475,7 @@ local function next_page(w)
   w.pages, w.given = w.pages + 1, w.given + #items
   page.users, page.number, page.status = items, w.base_pages + w.number, res.status
   w.ended = next_state == nil
-  if w.fp_query then
-    page.resume = resume.seal(w, next_state ~= nil and listing.save(client, w.p, next_state) or nil)
-  end
+  page.resume = token_at(w, next_state)
   if listing.recover then
     -- a recovered page stands at the position asked again, whose
     -- identities recover() kept
@@ -494,13 +500,14 @@ local function next_page(w)
 end
 
 -- next_page, with the token to continue at the walk's position on any
--- error it raises (the page that failed was not given).
+-- error it raises (the page that failed was not given). A token that
+-- cannot be made leaves the error as it was.
 local function step(w)
   local ok, page = pcall(next_page, w)
   if ok then return page end
-  if errors.is(page) and page.resume == nil and w.fp_query then
-    local ok2, token = pcall(resume.seal, w, w.listing.save(w.client, w.p, w.state))
-    if ok2 then page.resume = token end
+  if errors.is(page) and page.resume == nil then
+    local made, token = pcall(token_at, w, w.state)
+    if made then page.resume = token end
   end
   error(page, 0)
 end

@@ -128,4 +128,12 @@ end
 --- Raises the error of a position the listing cannot take (listing.load).
 M.bad = bad
 
+--- A whole number from `min` to `max` saved as text (a listing's load of
+-- a page number), or raises: "'resume' holds no <what>".
+function M.number(s, min, max, what)
+  local n = s:match("^%d+$") and tonumber(s)
+  if not n or n < min or n > max then bad("holds no " .. what) end
+  return n
+end
+
 return M
