@@ -437,7 +437,6 @@ local function csv_writer(emit, fields, no_header)
       emit(concat(row, ",") .. "\n")
     end,
     flush = function() if not started then start() end end,
-    close = function() if not started then start() end end,
   }
 end
 
@@ -480,7 +479,6 @@ local function jsonl_writer(emit, fields)
       emit("{" .. concat(parts, ",") .. "}\n")
     end,
     flush = function() end,
-    close = function() end,
   }
 end
 
@@ -523,14 +521,18 @@ local function table_writer(emit, fields, no_header)
       end
     end,
     flush = function() if not fixed then fix() end end,
-    close = function() if not fixed then fix() end end,
   }
 end
 
+-- A writer of `fmt`; its close is its flush (what it holds, the header if
+-- none was written).
 local function new_writer(fmt, emit, fields, no_header)
-  if fmt == "csv" then return csv_writer(emit, fields, no_header) end
-  if fmt == "jsonl" then return jsonl_writer(emit, fields) end
-  return table_writer(emit, fields, no_header)
+  local w
+  if fmt == "csv" then w = csv_writer(emit, fields, no_header)
+  elseif fmt == "jsonl" then w = jsonl_writer(emit, fields)
+  else w = table_writer(emit, fields, no_header) end
+  w.close = w.flush
+  return w
 end
 
 -- ------------------------------------------------------------ --top
@@ -862,6 +864,21 @@ end
 
 M.INTERRUPTED = 130 -- the exit status of a listing stopped by Ctrl-C (128 + SIGINT)
 
+-- The exit status of a failed listing, its one line on stderr.
+local function failed(sys, name, err)
+  if interrupted(err) then
+    sys.err:write("userlist: interrupted\n")
+    return M.INTERRUPTED
+  end
+  if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
+  sys.err:write(tostring(err), "\n")
+  if err.kind == "invalid" then
+    sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
+    return 2
+  end
+  return 1
+end
+
 -- ------------------------------------------------------------ --resume
 -- `--resume FILE` keeps the listing's resume token (userlist.resume) in
 -- FILE, saved once a page is consumed (the query's on_checkpoint) and only
@@ -880,7 +897,7 @@ M.INTERRUPTED = 130 -- the exit status of a listing stopped by Ctrl-C (128 + SIG
 -- set just before the write; on a file (what >> gives), the file's end
 -- before the write tells for sure.
 
-local TOKEN_MAX = 16384 -- the longest token a query takes (userlist.args)
+local TOKEN_MAX = require("userlist.args").common.resume.max_len -- the longest token a query takes
 
 -- FILE: the token on its first line, then "now <seconds>" when the query
 -- has times relative to now (--since 7d): the now they were taken from.
@@ -1046,11 +1063,14 @@ local function list_resumable(sys, name, client, q, o, progress, file, token, no
     say(err.message)
     return 1
   end
-  local current = saved or token
+  -- the token to continue at the page that failed: the last checkpoint's,
+  -- or one that knows more (a fallback the listing made since)
+  local current, unsaved = saved or token, nil
+  if userlist.is_error(err) and err.resume then
+    local saved_now, why = save_token(file, err.resume, now)
+    if saved_now then current = err.resume else unsaved = why end
+  end
   if interrupted(err) then
-    if userlist.is_error(err) and err.resume and save_token(file, err.resume, now) then
-      current = err.resume
-    end
     if users_of(current) then
       say(("interrupted; run the same command again to continue from %s (after %s)")
         :format(file, plural(users_of(current), "user")))
@@ -1059,26 +1079,18 @@ local function list_resumable(sys, name, client, q, o, progress, file, token, no
     end
     return M.INTERRUPTED
   end
-  if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
+  -- a bug, or a query the provider refuses: as without --resume
+  if not userlist.is_error(err) or (err.kind == "invalid" and err.field ~= "resume") then
+    return failed(sys, name, err)
+  end
   sys.err:write(tostring(err), "\n")
   if err.kind == "invalid" then
-    if err.field == "resume" then
-      say(("--resume %s: the file holds no resume token of this listing; remove it to start over")
-        :format(file))
-    else
-      sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
-    end
+    say(("--resume %s: the file holds no resume token of this listing; remove it to start over")
+      :format(file))
     return 2
   end
-  -- the token to continue at the page that failed: the last checkpoint's,
-  -- or one that knows more (a fallback the listing made since)
-  if err.resume then
-    local saved_now, why = save_token(file, err.resume, now)
-    if saved_now then
-      current = err.resume
-    else
-      say(("--resume: cannot save the resume token in %s (%s)"):format(file, tostring(why)))
-    end
+  if unsaved then
+    say(("--resume: cannot save the resume token in %s (%s)"):format(file, tostring(unsaved)))
   end
   if users_of(current) then
     say(("run the same command again to continue from %s (%s listed)")
@@ -1087,20 +1099,6 @@ local function list_resumable(sys, name, client, q, o, progress, file, token, no
   return 1
 end
 
--- The exit status of a failed listing, its one line on stderr.
-local function failed(sys, name, err)
-  if interrupted(err) then
-    sys.err:write("userlist: interrupted\n")
-    return M.INTERRUPTED
-  end
-  if not userlist.is_error(err) then error(err, 0) end -- a bug, not the API: let Lua show where
-  sys.err:write(tostring(err), "\n")
-  if err.kind == "invalid" then
-    sys.err:write(("Try 'userlist %s --help'.\n"):format(name))
-    return 2
-  end
-  return 1
-end
 
 --- Runs the command. `argv`: the arguments (Lua's `arg`); `sys` (for tests):
 -- `out`, `err` (files), `getenv`, `stderr_tty`, `stdout_tty`, `columns`,
