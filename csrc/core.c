@@ -223,5 +223,7 @@ UL_EXPORT int luaopen_userlist_core(lua_State *L)
     lua_setfield(L, -2, "error_mt");
     ul_push_defaults(L);
     lua_setfield(L, -2, "defaults");
+    lua_pushinteger(L, UL_TOKEN_MAX);
+    lua_setfield(L, -2, "token_max");
     return 1;
 }

@@ -76,7 +76,11 @@ int ul_fail(lua_State *L, const char *kind, long status, const char *message,
 int ul_error_new(lua_State *L);
 int ul_error_tostring(lua_State *L);
 
-/* token.c: core.digest, core.token_seal, core.token_open */
+/* token.c: core.digest, core.token_seal, core.token_open. A token longer
+ * than UL_TOKEN_MAX is not one of ours (a Usertour link is the longest
+ * position, well under it); core.token_max, which the query's `resume`
+ * key is bounded by. */
+#define UL_TOKEN_MAX 16384
 int ul_digest(lua_State *L);
 int ul_token_seal(lua_State *L);
 int ul_token_open(lua_State *L);

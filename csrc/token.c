@@ -14,9 +14,6 @@
 #define PREFIX "ul1."
 #define PREFIX_LEN 4
 #define CHECK_LEN 8
-/* a token longer than this is not one of ours (a Usertour link is the
- * longest position, well under it) */
-#define MAX_TOKEN 16384
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -88,10 +85,10 @@ int ul_token_seal(lua_State *L)
     unsigned char head[CHECK_LEN + 2];
     luaL_Buffer B;
     size_t k;
-    /* the check value and the payload's first bytes are encoded as one
-     * stream; 8 bytes leave 2 over, so carry them with the next 2 */
+    /* the check value and the payload are one stream: 8 bytes are two
+     * 3-byte groups and 2 over, which the payload's first byte completes */
     luaL_argcheck(L, n > 0, 1, "empty payload");
-    luaL_argcheck(L, n + CHECK_LEN <= MAX_TOKEN / 4 * 3 - 3, 1, "payload too long for a token");
+    luaL_argcheck(L, n + CHECK_LEN <= UL_TOKEN_MAX / 4 * 3 - 3, 1, "payload too long for a token");
     put_check(head, fnv1a((const unsigned char *)s, n));
     k = 1; /* 8 + 1 = 9 bytes: a whole number of 3-byte groups */
     memcpy(head + CHECK_LEN, s, k);
@@ -119,7 +116,7 @@ int ul_token_open(lua_State *L)
     uint32_t acc = 0;
     int bits = 0;
     uint64_t want, got = 0;
-    if (n < PREFIX_LEN || memcmp(s, PREFIX, PREFIX_LEN) != 0 || n > MAX_TOKEN) {
+    if (n < PREFIX_LEN || memcmp(s, PREFIX, PREFIX_LEN) != 0 || n > UL_TOKEN_MAX) {
         lua_pushnil(L);
         lua_pushliteral(L, "is not a userlist resume token (one starts with \"" PREFIX "\")");
         return 2;

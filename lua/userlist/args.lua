@@ -282,7 +282,7 @@ M.common = {
   dedupe = { name = "dedupe", type = "boolean",
     help = "drop a user seen before (offset paging can repeat rows)" },
   -- the command has --resume FILE instead (userlist.cli)
-  resume = { name = "resume", type = "string", max_len = 16384, flag = false,
+  resume = { name = "resume", type = "string", max_len = core.token_max, flag = false,
     help = "continue a listing from a resume token (page.resume, err.resume, on_checkpoint)" },
   on_checkpoint = { name = "on_checkpoint", type = "function", flag = false,
     help = "function(token, info) called after each page consumed, with the token to resume from" },

@@ -50,6 +50,13 @@ describe("core.token_seal and core.token_open", function()
     assert.has_error(function() core.token_seal(("x"):rep(20000)) end)
   end)
 
+  it("bound a token by core.token_max, which the query's resume key takes as its own", function()
+    assert.equal(16384, core.token_max)
+    assert.equal(core.token_max, require("userlist.args").common.resume.max_len)
+    local over = "ul1." .. ("A"):rep(core.token_max)
+    assert.matches("not a userlist resume token", select(2, core.token_open(over)))
+  end)
+
   it("digest is FNV-1a 64 in hex", function()
     assert.equal("cbf29ce484222325", core.digest(""))
     assert.equal("af63dc4c8601ec8c", core.digest("a"))
